@@ -1,0 +1,55 @@
+"""A compact console table of a report's methods (stdout of `geospot eval` / `cv`)."""
+from __future__ import annotations
+
+COLUMNS = [
+    ("median_km", "median km", "km"),
+    ("mean_km", "mean km", "km"),
+    ("acc_1km", "@1km", "pct"),
+    ("acc_25km", "@25km", "pct"),
+    ("acc_200km", "@200km", "pct"),
+    ("acc_750km", "@750km", "pct"),
+    ("acc_2500km", "@2500km", "pct"),
+    ("geoscore", "GeoScore", "score"),
+    ("top1", "cell@1", "pct"),
+    ("top5", "cell@5", "pct"),
+    ("country_acc", "country", "pct"),
+]
+
+
+def _fmt(value, kind: str, std=None) -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        text = f"{100 * value:.1f}"
+        return text + (f"±{100 * std:.1f}" if std is not None else "")
+    if kind == "km":
+        text = f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+        return text + (f"±{std:.0f}" if std is not None else "")
+    return f"{value:.0f}" + (f"±{std:.0f}" if std is not None else "")
+
+
+def format_table(report: dict) -> str:
+    """Methods as rows; mean±std over folds when the report is a cross-validation."""
+    methods = report.get("methods", {})
+    cv = report.get("cv")
+    cols = [c for c in COLUMNS if any(c[0] in m for m in methods.values())]
+    rows = []
+    for name, metrics in methods.items():
+        cells = []
+        for key, _, kind in cols:
+            if cv and name in cv and key in cv[name]:
+                cells.append(_fmt(cv[name][key]["mean"], kind, cv[name][key]["std"]))
+            else:
+                cells.append(_fmt(metrics.get(key), kind))
+        rows.append([name] + cells)
+    header = ["method"] + [c[1] for c in cols]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    lines = [report.get("title", "")]
+    ds = report.get("dataset", {})
+    if ds:
+        lines.append(f"{ds.get('n_places', '?')} places, {ds.get('n_images', '?')} images"
+                     + (f", {ds['failed_images']} images failed" if ds.get("failed_images") else ""))
+    lines.append("  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header)))
+    for r in rows:
+        lines.append("  ".join(str(v).ljust(widths[0]) if i == 0 else str(v).rjust(widths[i]) for i, v in enumerate(r)))
+    return "\n".join(lines)

@@ -294,7 +294,7 @@ def score_methods(
         if true_cc is not None:
             from geospot.geo.geocode import country_codes
 
-            m["country_acc"] = accuracy(country_codes(p.lat, p.lon), true_cc)
+            m["country_acc"] = accuracy(country_codes(p.lat, p.lon), true_cc)["accuracy"]
         results[name] = m
         errors[name] = haversine_km(p.lat, p.lon, true_lat, true_lon)
     return results, errors

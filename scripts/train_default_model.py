@@ -13,7 +13,9 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 
 from geospot.data.manifest import read_manifest
@@ -23,6 +25,18 @@ from geospot.train.fit import TrainConfig
 
 DATASETS = ["streetview-global", "streetview-croatia", "streetview-sample"]
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def combined_embeddings(data: Path):
+    """Embed each dataset's own manifest (sharing the cache with `geospot embed`
+    and the benchmarks) and stack them in the combined manifest's row order."""
+    parts = [embed_manifest(read_manifest(data / name / "manifest.csv"), DEFAULT_ENCODER) for name in DATASETS]
+    offsets = np.cumsum([0] + [len(p.ok) for p in parts])
+    return SimpleNamespace(
+        embeddings=np.concatenate([p.embeddings for p in parts]),
+        ok=np.concatenate([p.ok for p in parts]),
+        errors={int(o) + i: r for p, o in zip(parts, offsets) for i, r in p.errors.items()},
+    )
 
 
 def combined_manifest(data: Path, tmp: Path) -> Path:
@@ -49,7 +63,7 @@ def main() -> None:
     config = TrainConfig()
     with tempfile.TemporaryDirectory() as tmp:
         manifest = read_manifest(combined_manifest(args.data, Path(tmp)))
-        emb = embed_manifest(manifest, DEFAULT_ENCODER)
+        emb = combined_embeddings(args.data)
         cv = cross_validate(manifest, folds=args.folds, encoder=DEFAULT_ENCODER, cell_params=DEFAULT_CELLS,
                             config=config, embeddings=emb)
         print(format_table(cv))

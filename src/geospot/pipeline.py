@@ -340,6 +340,16 @@ def predict_methods(
     return methods, t_lat, t_lon
 
 
+def head_config(train_config: dict | None):
+    """The head-training part of a model's stored config (fine-tuning adds other keys)."""
+    from dataclasses import fields
+
+    from geospot.train.fit import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in (train_config or {}).items() if k in known})
+
+
 def recipe_config(config):
     """The article's recipe on the same embeddings and cells: plain cross-entropy."""
     from geospot.train.fit import TrainConfig
@@ -410,7 +420,7 @@ def _train_recipe(model, emb, lat, lon, groups):
     from geospot.models.checkpoint import GeoModel
     from geospot.train.fit import TrainConfig, train_head
 
-    base = TrainConfig.from_dict(model.train_config) if model.train_config else TrainConfig()
+    base = head_config(model.train_config)
     head, _ = train_head(emb, lat, lon, model.cells, recipe_config(base), groups=groups, progress=False)
     return GeoModel(encoder_name=model.encoder_name, preprocess=model.preprocess, head=head, cells=model.cells)
 

@@ -1,0 +1,128 @@
+"""From cell probabilities to coordinates: point estimates and confidence radii.
+
+Two point estimates per row (the article's comparison): the centroid of the
+most probable cell, and the probability-weighted spherical (3-D unit-vector)
+mean of the top-k centroids. Inputs may be NumPy or torch; outputs are NumPy.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from geospot.geo.distance import haversine_km, spherical_mean
+
+# Rows of the [B, C] distance matrix handled at once in confidence_radius_km (memory bound).
+_RADIUS_CHUNK_ELEMENTS = 4_000_000
+
+
+def _to_numpy(x, dtype=np.float64) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _check_inputs(probs, cell_lat, cell_lon, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = _to_numpy(probs)
+    if p.ndim != 2:
+        raise ValueError(f"{where}: probs must be 2-D [B, C], got shape {p.shape}")
+    lat = _to_numpy(cell_lat).reshape(-1)
+    lon = _to_numpy(cell_lon).reshape(-1)
+    if lat.shape[0] != p.shape[1] or lon.shape[0] != p.shape[1]:
+        raise ValueError(
+            f"{where}: probs has {p.shape[1]} cells but cell_lat/cell_lon have {lat.shape[0]}/{lon.shape[0]} entries"
+        )
+    if p.shape[1] == 0:
+        raise ValueError(f"{where}: there are no cells (C == 0)")
+    bad = np.flatnonzero(~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1))
+    if bad.size:
+        raise ValueError(f"{where}: row {int(bad[0])} of probs has negative or non-finite values ({bad.size} bad row(s))")
+    return p, lat, lon
+
+
+def point_estimates(probs, cell_lat, cell_lon, top_k: int = 5) -> dict[str, np.ndarray]:
+    """Top-k cells and the two point estimates for each row of ``probs`` [B, C].
+
+    Returns a dict of NumPy arrays (``k = min(top_k, C)``, cells sorted by
+    decreasing probability, ties broken by lower cell index):
+
+    - ``top_idx`` int64 [B, k], ``top_prob`` float64 [B, k] (the raw probabilities),
+      ``top_lat``/``top_lon`` float64 [B, k] (their centroids; column 0 is the
+      "top cell" point estimate);
+    - ``mean_lat``/``mean_lon`` float64 [B]: the spherical mean of the k
+      centroids weighted by their probabilities renormalised to sum to 1.
+    """
+    p, lat, lon = _check_inputs(probs, cell_lat, cell_lon, "point_estimates")
+    if int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"point_estimates: top_k must be a positive integer, got {top_k!r}")
+    n_cells = p.shape[1]
+    k = min(int(top_k), n_cells)
+    if k < n_cells:
+        candidates = np.argpartition(-p, kth=k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(n_cells), p.shape)
+    cand_prob = np.take_along_axis(p, candidates, axis=1)
+    order = np.lexsort((candidates, -cand_prob), axis=-1)  # by probability desc, then index asc
+    top_idx = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+    top_prob = np.take_along_axis(cand_prob, order, axis=1)
+    top_lat, top_lon = lat[top_idx], lon[top_idx]
+    mass = top_prob.sum(axis=1, keepdims=True)
+    # A row with zero mass in its top-k (all-zero input) falls back to equal weights.
+    weights = np.where(mass > 0, top_prob / np.where(mass > 0, mass, 1.0), 1.0 / k)
+    mean_lat, mean_lon = spherical_mean(top_lat, top_lon, weights=weights)
+    mean_lat = np.asarray(mean_lat, dtype=np.float64).reshape(-1)
+    mean_lon = np.asarray(mean_lon, dtype=np.float64).reshape(-1)
+    # Weighted centroids that cancel exactly (e.g. two antipodes, equal mass) have no
+    # mean direction; fall back to the top cell rather than return NaN.
+    undefined = ~(np.isfinite(mean_lat) & np.isfinite(mean_lon))
+    mean_lat[undefined], mean_lon[undefined] = top_lat[undefined, 0], top_lon[undefined, 0]
+    return {
+        "top_idx": top_idx,
+        "top_prob": top_prob,
+        "top_lat": top_lat,
+        "top_lon": top_lon,
+        "mean_lat": mean_lat,
+        "mean_lon": mean_lon,
+    }
+
+
+def confidence_radius_km(
+    probs, cell_lat, cell_lon, est_lat, est_lon, levels: Sequence[float] = (0.5, 0.9)
+) -> np.ndarray:
+    """Radii around each estimate holding the given probability mass: float64 ``[B, len(levels)]``.
+
+    Cells count at their centroids: sort cells by great-circle distance from the
+    estimate, accumulate their probabilities (rows renormalised to sum to 1), and
+    report the distance of the first cell at which the running mass reaches each
+    level. Larger levels never give smaller radii.
+    """
+    p, lat, lon = _check_inputs(probs, cell_lat, cell_lon, "confidence_radius_km")
+    e_lat = _to_numpy(est_lat).reshape(-1)
+    e_lon = _to_numpy(est_lon).reshape(-1)
+    if e_lat.shape[0] != p.shape[0] or e_lon.shape[0] != p.shape[0]:
+        raise ValueError(
+            f"confidence_radius_km: {p.shape[0]} rows of probs but {e_lat.shape[0]}/{e_lon.shape[0]} estimates"
+        )
+    lv = np.asarray(levels, dtype=np.float64).reshape(-1)
+    if lv.size == 0 or not np.all((lv > 0) & (lv <= 1)):
+        raise ValueError(f"confidence_radius_km: levels must be in (0, 1], got {list(levels)}")
+    n_rows, n_cells = p.shape
+    out = np.empty((n_rows, lv.size), dtype=np.float64)
+    if n_rows == 0:
+        return out
+    mass = p.sum(axis=1, keepdims=True)
+    p = np.where(mass > 0, p / np.where(mass > 0, mass, 1.0), 1.0 / n_cells)
+    # Float round-off can leave the full cumulative sum a hair under 1.0.
+    thresholds = lv - 1e-9
+    chunk = max(1, _RADIUS_CHUNK_ELEMENTS // n_cells)
+    for start in range(0, n_rows, chunk):
+        sl = slice(start, start + chunk)
+        d = haversine_km(e_lat[sl, None], e_lon[sl, None], lat[None, :], lon[None, :])
+        order = np.argsort(d, axis=1, kind="stable")
+        d_sorted = np.take_along_axis(d, order, axis=1)
+        cum = np.cumsum(np.take_along_axis(p[sl], order, axis=1), axis=1)
+        for j, t in enumerate(thresholds):
+            first = np.minimum((cum < t).sum(axis=1), n_cells - 1)
+            out[sl, j] = d_sorted[np.arange(d_sorted.shape[0]), first]
+    return out

@@ -1,0 +1,365 @@
+"""Train a geocell head on frozen embeddings.
+
+Mini-batch AdamW with a cosine or step schedule; haversine label smoothing
+(PIGEON) or plain cross-entropy; optional inverse-sqrt class weighting; early
+stopping on the validation GeoScore of the top-k weighted-mean estimate.
+Seeded and deterministic: the same inputs and seed give bit-identical weights.
+Time and memory grow linearly with the number of rows (smoothing targets are
+built per batch from the [C] centroid table, never as an [N, C] matrix).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from geospot.geo.distance import haversine_km
+from geospot.models.estimate import point_estimates
+from geospot.models.fusion import group_index
+from geospot.models.head import GeoCellHead, normalize_embeddings
+from geospot.train.losses import haversine_smoothing_targets, soft_cross_entropy
+
+LOSSES = ("haversine", "ce")
+CLASS_WEIGHTINGS = ("none", "inv_sqrt")
+LR_SCHEDULES = ("cosine", "step")
+_EVAL_BATCH = 4096
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of `train_head`; stored in every model's ``config.json``.
+
+    ``normalize``: L2-normalise embeddings before the head (``GeoModel`` applies
+    the same at prediction time). ``lr_schedule``: ``"cosine"`` (per step, to 0
+    at ``epochs``) or ``"step"`` (x0.1 at 50 % and 75 % of ``epochs``).
+    ``estimate_top_k``: cells in the weighted-mean estimate scored for early stopping.
+    ``patience <= 0`` disables early stopping (the best epoch is still restored).
+    """
+
+    loss: str = "haversine"
+    tau_km: float = 75.0
+    hidden: int = 0
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 60
+    batch_size: int = 256
+    patience: int = 8
+    class_weighting: str = "none"
+    val_fraction: float = 0.1
+    seed: int = 0
+    normalize: bool = True
+    lr_schedule: str = "cosine"
+    estimate_top_k: int = 5
+
+    def __post_init__(self) -> None:
+        def fail(name: str, want: str) -> None:
+            raise ValueError(f"TrainConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name, choices in (("loss", LOSSES), ("class_weighting", CLASS_WEIGHTINGS), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, name) not in choices:
+                fail(name, "one of " + ", ".join(repr(c) for c in choices))
+        for name in ("epochs", "batch_size", "estimate_top_k"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                fail(name, "a positive integer")
+        for name in ("hidden", "seed"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "an integer >= 0")
+        if not is_int(self.patience):
+            fail("patience", "an integer (<= 0 disables early stopping)")
+        if not is_num(self.tau_km) or self.tau_km <= 0:
+            fail("tau_km", "a positive number of km")
+        if not is_num(self.lr) or self.lr <= 0:
+            fail("lr", "a positive number")
+        if not is_num(self.weight_decay) or self.weight_decay < 0:
+            fail("weight_decay", "a number >= 0")
+        if not is_num(self.dropout) or not 0 <= self.dropout < 1:
+            fail("dropout", "a number in [0, 1)")
+        if not is_num(self.val_fraction) or not 0 <= self.val_fraction < 1:
+            fail("val_fraction", "a number in [0, 1)")
+        if not isinstance(self.normalize, (bool, np.bool_)):
+            fail("normalize", "true or false")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of `to_dict`; missing keys take defaults, unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise ValueError(f"TrainConfig.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+
+def class_weights(labels: np.ndarray, num_cells: int, scheme: str = "inv_sqrt") -> np.ndarray:
+    """Per-class loss weights ``[num_cells]`` from the training labels.
+
+    ``"none"``: all ones. ``"inv_sqrt"``: ``1 / sqrt(count)`` for classes present
+    in ``labels``, normalised to mean 1 over those classes; absent classes get 0
+    (they have no rows to weight).
+    """
+    if scheme not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {CLASS_WEIGHTINGS}, got {scheme!r}")
+    if scheme == "none":
+        return np.ones(num_cells, dtype=np.float64)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_cells).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(num_cells, dtype=np.float64)
+    w[present] = 1.0 / np.sqrt(counts[present])
+    return w / w[present].mean()
+
+
+def train_head(
+    emb,
+    lat,
+    lon,
+    cells,
+    config: TrainConfig | dict | None = None,
+    groups=None,
+    emb_val=None,
+    lat_val=None,
+    lon_val=None,
+    progress: bool = True,
+) -> tuple[GeoCellHead, dict[str, Any]]:
+    """Fit a `GeoCellHead` mapping embeddings ``[N, D]`` to the cells of ``cells``.
+
+    Labels are ``cells.assign(lat, lon, nearest=True)``. Validation: the given
+    ``emb_val/lat_val/lon_val``; else a seeded hold-out of ``val_fraction`` of the
+    groups (``groups``, e.g. ``location_id``; rows when None); when that is empty
+    (tiny data) training runs the fixed ``epochs``. Early stopping keeps the epoch
+    with the best validation GeoScore and restores its weights.
+
+    Returns ``(head in eval mode, history)``; ``history`` holds per-epoch lists
+    ``train_loss``, ``val_loss``, ``val_geoscore``, ``val_median_km``, ``lr``
+    (val lists empty without validation) and ``best_epoch`` (1-based),
+    ``epochs_run``, ``stopped_early``, ``n_train``, ``n_val``, ``validation``,
+    ``seconds``.
+    """
+    t0 = time.perf_counter()
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    x = _embeddings(emb, "emb")
+    if x.shape[0] == 0:
+        raise ValueError("train_head: no training rows (emb is empty)")
+    lat_np, lon_np = _coords(lat, lon, x.shape[0], "lat/lon")
+    n_cells = len(cells)
+    if n_cells < 1:
+        raise ValueError("train_head: the cell table is empty")
+    labels = np.asarray(cells.assign(lat_np, lon_np, nearest=True), dtype=np.int64)
+    if labels.shape != lat_np.shape or labels.min() < 0 or labels.max() >= n_cells:
+        raise ValueError(f"train_head: cells.assign returned labels outside [0, {n_cells})")
+
+    given_val = [v is not None for v in (emb_val, lat_val, lon_val)]
+    if any(given_val) and not all(given_val):
+        raise ValueError("train_head: give all of emb_val, lat_val and lon_val, or none of them")
+    if all(given_val):
+        xv = _embeddings(emb_val, "emb_val")
+        if xv.shape[1] != x.shape[1]:
+            raise ValueError(f"train_head: emb_val has {xv.shape[1]} dimensions but emb has {x.shape[1]}")
+        lat_v, lon_v = _coords(lat_val, lon_val, xv.shape[0], "lat_val/lon_val")
+        train_idx = np.arange(x.shape[0])
+        validation = "given" if xv.shape[0] else "none"
+    else:
+        train_idx, val_idx = holdout_split(x.shape[0], groups, config.val_fraction, config.seed)
+        xv, lat_v, lon_v = x[val_idx], lat_np[val_idx], lon_np[val_idx]
+        validation = ("held-out groups" if groups is not None else "held-out rows") if len(val_idx) else "none"
+    if config.normalize:
+        x, xv = normalize_embeddings(x), normalize_embeddings(xv)
+
+    # float32 centroids: smoothing targets in float32 are accurate to metres and twice as fast.
+    cell_lat = torch.as_tensor(np.asarray(cells.centroid_lat, dtype=np.float32))
+    cell_lon = torch.as_tensor(np.asarray(cells.centroid_lon, dtype=np.float32))
+    sample_w = torch.as_tensor(class_weights(labels[train_idx], n_cells, config.class_weighting)[labels])
+    data = _Data(x, torch.as_tensor(lat_np), torch.as_tensor(lon_np), torch.as_tensor(labels), sample_w)
+    val = None
+    if xv.shape[0]:
+        labels_v = torch.as_tensor(np.asarray(cells.assign(lat_v, lon_v, nearest=True), dtype=np.int64))
+        val = _Data(xv, torch.as_tensor(lat_v), torch.as_tensor(lon_v), labels_v, torch.ones(xv.shape[0], dtype=torch.float64))
+
+    with _deterministic(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head, history = _fit(data, torch.as_tensor(train_idx), val, cells, cell_lat, cell_lon, x.shape[1], config, progress)
+    history.update(n_train=int(len(train_idx)), n_val=int(xv.shape[0]), validation=validation,
+                   seconds=float(time.perf_counter() - t0))
+    return head, history
+
+
+def holdout_split(n_rows: int, groups, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(train_idx, val_idx)`` holding out ``round(fraction * n_groups)`` whole groups.
+
+    Rows are their own groups when ``groups`` is None. The validation side is
+    empty when that rounds to 0 or would leave no training group.
+    """
+    if groups is None:
+        codes, n_groups = np.arange(n_rows, dtype=np.int64), n_rows
+    else:
+        codes, n_groups = group_index(groups)
+        if len(codes) != n_rows:
+            raise ValueError(f"holdout_split: groups has {len(codes)} rows but there are {n_rows} embeddings")
+    n_val = int(round(float(fraction) * n_groups))
+    if n_val < 1 or n_val >= n_groups:
+        return np.arange(n_rows), np.arange(0)
+    is_val = np.zeros(n_groups, dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(n_groups)[:n_val]] = True
+    return np.flatnonzero(~is_val[codes]), np.flatnonzero(is_val[codes])
+
+
+@dataclass
+class _Data:
+    x: torch.Tensor  # [N, D] float32 (normalised when configured)
+    lat: torch.Tensor  # [N] float64
+    lon: torch.Tensor
+    label: torch.Tensor  # [N] int64
+    weight: torch.Tensor  # [N] float64 sample weights
+
+
+def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_lat, cell_lon,
+         embed_dim: int, cfg: TrainConfig, progress: bool) -> tuple[GeoCellHead, dict]:
+    head = GeoCellHead(embed_dim, len(cells), hidden=cfg.hidden, dropout=cfg.dropout)
+    opt = _adamw(head, cfg)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, steps_per_epoch))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    weighted = cfg.class_weighting != "none"
+    hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_geoscore": [], "val_median_km": [], "lr": []}
+    best_score, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train head", unit="epoch", file=sys.stderr, disable=not progress)
+    for epoch in bar:
+        head.train()
+        hist["lr"].append(float(opt.param_groups[0]["lr"]))
+        total, seen = 0.0, 0
+        perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        for batch in perm.split(cfg.batch_size):
+            loss = _batch_loss(head(data.x[batch]), data, batch, cell_lat, cell_lon, cfg, weighted)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+        hist["train_loss"].append(total / max(seen, 1))
+        if val is None:
+            best_epoch = epoch
+            continue
+        v_loss, v_score, v_median = _validate(head, val, cells, cell_lat, cell_lon, cfg)
+        hist["val_loss"].append(v_loss)
+        hist["val_geoscore"].append(v_score)
+        hist["val_median_km"].append(v_median)
+        bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", val_geoscore=f"{v_score:.0f}")
+        if v_score > best_score:
+            best_score, best_epoch, bad_epochs = v_score, epoch, 0
+            best_state = copy.deepcopy(head.state_dict())
+        else:
+            bad_epochs += 1
+            if 0 < cfg.patience <= bad_epochs:
+                break
+    bar.close()
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    hist.update(best_epoch=int(best_epoch), epochs_run=len(hist["train_loss"]),
+                stopped_early=len(hist["train_loss"]) < cfg.epochs)
+    return head, hist
+
+
+def _batch_loss(logits: torch.Tensor, data: _Data, idx: torch.Tensor, cell_lat, cell_lon,
+                cfg: TrainConfig, weighted: bool) -> torch.Tensor:
+    """Mean loss of one batch (rows ``idx`` of ``data``) given its logits."""
+    sw = data.weight[idx] if weighted else None
+    if cfg.loss == "haversine":
+        targets = haversine_smoothing_targets(cell_lat, cell_lon, data.lat[idx], data.lon[idx], cfg.tau_km)
+        return soft_cross_entropy(logits, targets.to(logits.dtype), sample_weight=sw)
+    per_row = F.cross_entropy(logits, data.label[idx], reduction="none")
+    if sw is None:
+        return per_row.mean()
+    sw = sw.to(per_row.dtype)
+    return (per_row * sw).sum() / sw.sum()
+
+
+@torch.no_grad()
+def _validate(head: GeoCellHead, val: _Data, cells, cell_lat, cell_lon, cfg: TrainConfig) -> tuple[float, float, float]:
+    """Validation loss, GeoScore and median error (km) of the weighted-mean estimate."""
+    from geospot.eval.metrics import geoscore
+
+    head.eval()
+    loss_sum, probs = 0.0, []
+    for idx in torch.arange(val.x.shape[0]).split(_EVAL_BATCH):
+        logits = head(val.x[idx])
+        loss_sum += float(_batch_loss(logits, val, idx, cell_lat, cell_lon, cfg, weighted=False)) * len(idx)
+        probs.append(torch.softmax(logits, dim=1))
+    p = torch.cat(probs).numpy()
+    est = point_estimates(p, cells.centroid_lat, cells.centroid_lon, top_k=cfg.estimate_top_k)
+    d_km = haversine_km(est["mean_lat"], est["mean_lon"], val.lat.numpy(), val.lon.numpy())
+    return loss_sum / val.x.shape[0], float(np.mean(geoscore(d_km))), float(np.median(d_km))
+
+
+def _adamw(head: GeoCellHead, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, fused where this torch supports it on CPU (~6x faster steps; still deterministic)."""
+    try:
+        return torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr_factor(cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.lr_schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    milestones = (0.5 * cfg.epochs, 0.75 * cfg.epochs)
+    return lambda step: 0.1 ** sum(step / steps_per_epoch >= m for m in milestones)
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic torch kernels for the duration of training, then the caller's setting back."""
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _embeddings(emb, name: str) -> torch.Tensor:
+    t = emb.detach().cpu() if isinstance(emb, torch.Tensor) else torch.from_numpy(np.asarray(emb))
+    if t.ndim != 2 or t.shape[1] < 1:
+        raise ValueError(f"train_head: {name} must be a 2-D array [N, D], got shape {list(t.shape)}")
+    t = t.to(torch.float32).contiguous()
+    bad = torch.nonzero(~torch.isfinite(t).all(dim=1)).flatten()
+    if bad.numel():
+        raise ValueError(f"train_head: {name} row {int(bad[0])} has NaN/inf values ({bad.numel()} bad row(s))")
+    return t
+
+
+def _coords(lat, lon, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    la = np.asarray(lat, dtype=np.float64).reshape(-1)
+    lo = np.asarray(lon, dtype=np.float64).reshape(-1)
+    if la.shape[0] != n or lo.shape[0] != n:
+        raise ValueError(f"train_head: {name} have {la.shape[0]}/{lo.shape[0]} values for {n} embeddings")
+    bad = np.flatnonzero(~(np.isfinite(la) & np.isfinite(lo) & (np.abs(la) <= 90) & (np.abs(lo) <= 180)))
+    if bad.size:
+        raise ValueError(f"train_head: {name} row {int(bad[0])} is not a valid coordinate "
+                         f"({la[bad[0]]}, {lo[bad[0]]}); {bad.size} bad row(s)")
+    return la, lo

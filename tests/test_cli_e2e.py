@@ -102,7 +102,7 @@ def test_eval_beats_medoid_and_writes_report(dataset, trained, tmp_path, capsys)
                  str(out_dir), "--quiet"]) == 0
     report = json.loads((out_dir / "report.json").read_text())
     methods = report["methods"]
-    model = methods["geospot (top-k weighted mean)"]
+    model = methods["geospot (local top-k mean)"]
     medoid = methods["baseline: training medoid"]
     assert "baseline: random training location" in methods
     assert "baseline: article recipe (CE, top cell)" in methods
@@ -120,6 +120,6 @@ def test_cv_groups_and_summarises(dataset, tmp_path, capsys):
     assert len(report["folds"]) == 3
     total = sum(f["n_test_places"] for f in report["folds"])
     assert total == pd.read_csv(dataset)["location_id"].nunique()  # every place tested exactly once
-    cv = report["cv"]["geospot (top-k weighted mean)"]["median_km"]
+    cv = report["cv"]["geospot (local top-k mean)"]["median_km"]
     assert cv["std"] >= 0 and np.isfinite(cv["mean"])
     assert "±" in capsys.readouterr().out

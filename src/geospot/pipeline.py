@@ -19,6 +19,8 @@ from geospot.data.manifest import Manifest
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 DEFAULT_CELLS: dict[str, Any] = {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60}
+# The headline estimate: the top-k weighted mean restricted to cells near the top cell.
+MAIN_METHOD = "geospot (local top-k mean)"
 
 
 def cache_root() -> Path:
@@ -43,13 +45,14 @@ def embed_manifest(
     backend: str = "auto",
     device: str = "auto",
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int | None = None,
     progress: bool = True,
 ):
     """Embed every image of a manifest (cached, resumable). Returns an `EmbeddingResult`.
 
     Failed images are kept as rows with `ok=False` and a per-file reason, so
-    row indices always match the manifest.
+    row indices always match the manifest. `workers=None` picks the number of
+    decoding threads for the runtime (1 on 2 CPU cores, more beside a GPU).
     """
     from geospot.encoders import create_encoder
     from geospot.encoders.embed import embed_paths
@@ -323,8 +326,9 @@ def predict_methods(
     probs = place_probs(model.predict_proba, f_emb, inverse, n)
     est = point_estimates(probs, cell_lat, cell_lon, top_k=top_k)
     methods = {
-        "geospot (top-k weighted mean)": Predictions(est["mean_lat"], est["mean_lon"], probs),
+        MAIN_METHOD: Predictions(est["local_lat"], est["local_lon"], probs),
         "geospot (top cell)": Predictions(est["top_lat"][:, 0], est["top_lon"][:, 0], probs),
+        "geospot (top-k weighted mean)": Predictions(est["mean_lat"], est["mean_lon"], probs),
     }
     if recipe_model is not None:
         r_probs = place_probs(recipe_model.predict_proba, f_emb, inverse, n)
@@ -530,7 +534,7 @@ def cross_validate(
             pooled_errors.setdefault(name, []).append(e)
         pooled_lat.append(t_lat)
         pooled_lon.append(t_lon)
-        main = results["geospot (top-k weighted mean)"]
+        main = results[MAIN_METHOD]
         log(f"fold {k + 1}/{folds}: {len(cells)} cells, median {main['median_km']:.0f} km, "
             f"acc@750km {100 * main['acc_750km']:.1f}%, GeoScore {main['geoscore']:.0f} ({time.time() - t0:.0f} s)")
     names = list(fold_results[0]["methods"])

@@ -5,9 +5,10 @@ None), `predict(paths)` decodes each photo safely (a bad file becomes a
 `PredictionError`, the batch carries on), embeds, classifies, fuses views of
 one place when asked, and turns cell probabilities into a location: the top
 cell's centroid, the probability-weighted spherical mean of the top cells
-(the practitioner article's estimate, reported as `lat`/`lon`), a confidence
-radius holding 50% / 90% of the probability mass, and an offline reverse
-geocode.
+(the practitioner article's estimate), and that mean restricted to the top cells
+near the top one (reported as `lat`/`lon`; see `geospot.models.estimate`), a
+confidence radius holding 50% / 90% of the probability mass, and an offline
+reverse geocode.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Prediction:
     region: str = ""
     city: str = ""
     paths: list[str] = field(default_factory=list)
+    estimates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The stable JSON object of `geospot locate --json` (see README)."""
@@ -51,6 +53,9 @@ class Prediction:
             "city": self.city,
             "radius_km": {k: round(v, 1) for k, v in self.radius_km.items()},
             "top_cells": self.top_cells,
+            "estimates": {
+                name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
+            },
         }
 
 
@@ -124,13 +129,12 @@ class Predictor:
 
     # ------------------------------------------------------------------ decoding
     def _load_one(self, path: str) -> np.ndarray | PredictionError:
-        from geospot.data.images import ImageError, open_image
+        from geospot.data.images import ImageError
+        from geospot.encoders.embed import prepare_image
 
         try:
-            img = open_image(path)
-            if self.mask is not None:
-                img = self.mask.apply(img)
-            return self.preprocess(img)
+            # the same decode + mask + preprocess as embedding for training
+            return prepare_image(path, self.preprocess, self.mask)
         except ImageError as exc:
             return PredictionError(path, exc.reason)
         except Exception as exc:  # a decoder bug must not kill a batch of thousands
@@ -191,9 +195,9 @@ class Predictor:
         k = max(1, min(top_k, probs.shape[1]))
         est = point_estimates(probs, cells.centroid_lat, cells.centroid_lon, top_k=k)
         radius = confidence_radius_km(
-            probs, cells.centroid_lat, cells.centroid_lon, est["mean_lat"], est["mean_lon"], levels=(0.5, 0.9)
+            probs, cells.centroid_lat, cells.centroid_lon, est["local_lat"], est["local_lon"], levels=(0.5, 0.9)
         )
-        places = self._geocode(est["mean_lat"], est["mean_lon"])
+        places = self._geocode(est["local_lat"], est["local_lon"])
         out = []
         for b, name in enumerate(names):
             top = [
@@ -209,14 +213,19 @@ class Predictor:
             out.append(
                 Prediction(
                     path=name,
-                    lat=float(est["mean_lat"][b]),
-                    lon=float(est["mean_lon"][b]),
+                    lat=float(est["local_lat"][b]),
+                    lon=float(est["local_lon"][b]),
                     radius_km={"50": float(radius[b, 0]), "90": float(radius[b, 1])},
                     top_cells=top,
                     country=place.country if place else "",
                     country_code=place.country_code if place else "",
                     region=place.region if place else "",
                     city=place.city if place else "",
+                    estimates={
+                        "local_mean": {"lat": float(est["local_lat"][b]), "lon": float(est["local_lon"][b])},
+                        "top_k_mean": {"lat": float(est["mean_lat"][b]), "lon": float(est["mean_lon"][b])},
+                        "top_cell": {"lat": float(est["top_lat"][b, 0]), "lon": float(est["top_lon"][b, 0])},
+                    },
                 )
             )
         return out

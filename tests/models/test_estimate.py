@@ -102,3 +102,26 @@ def test_confidence_radius_renormalises_and_validates():
         confidence_radius_km(np.ones((1, 2)), [0.0, 0.0], [0.0, 1.0], [0.0], [0.0], levels=(0.0,))
     with pytest.raises(ValueError, match="estimates"):
         confidence_radius_km(np.ones((2, 2)), [0.0, 0.0], [0.0, 1.0], [0.0], [0.0])
+
+
+def test_local_mean_ignores_rival_hypotheses_far_from_the_top_cell():
+    # two nearby cells in Europe and a rival in Australia
+    cell_lat = np.array([48.0, 50.0, -25.0])
+    cell_lon = np.array([2.0, 4.0, 134.0])
+    probs = np.array([[0.5, 0.2, 0.3]])
+    est = point_estimates(probs, cell_lat, cell_lon, top_k=3, local_km=1000)
+    from geospot.geo.distance import spherical_mean
+
+    exp_lat, exp_lon = spherical_mean(cell_lat[:2], cell_lon[:2], weights=np.array([0.5, 0.2]))
+    assert np.allclose([est["local_lat"][0], est["local_lon"][0]], [exp_lat, exp_lon])
+    # the plain top-k mean is dragged towards the rival; the local one stays in Europe
+    assert haversine_km(est["local_lat"], est["local_lon"], 48.5, 2.7)[0] < 200
+    assert haversine_km(est["mean_lat"], est["mean_lon"], est["local_lat"], est["local_lon"])[0] > 1000
+
+
+def test_local_mean_equals_topk_mean_when_all_cells_are_near():
+    cell_lat = np.array([45.0, 45.5, 46.0])
+    cell_lon = np.array([15.0, 15.5, 16.0])
+    probs = np.array([[0.2, 0.5, 0.3]])
+    est = point_estimates(probs, cell_lat, cell_lon, top_k=3, local_km=1000)
+    assert np.allclose(est["local_lat"], est["mean_lat"]) and np.allclose(est["local_lon"], est["mean_lon"])

@@ -51,7 +51,7 @@ def _cell_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _train_opts(p: argparse.ArgumentParser) -> None:
-    from geospot.train.fit import TrainConfig
+    from geospot.train.config import TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("training the geocell head")
@@ -75,7 +75,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args):
-    from geospot.train.fit import TrainConfig
+    from geospot.train.config import TrainConfig
 
     return TrainConfig(
         loss=args.loss, tau_km=args.tau_km, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
@@ -176,7 +176,7 @@ def _embed(sub) -> None:
     p.add_argument("--encoder", default="efficientnet-lite0")
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: chosen for the machine)")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_embed)

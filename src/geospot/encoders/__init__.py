@@ -1,0 +1,70 @@
+"""Image encoders: a registry of named backbones that turn photos into embeddings.
+
+    >>> from geospot.encoders import create_encoder, list_encoders
+    >>> list_encoders()                      # e.g. ['efficientnet-lite0', 'efficientnet-lite2', 'tiny']
+    >>> enc = create_encoder("efficientnet-lite0")
+    >>> emb = enc(torch.from_numpy(enc.preprocess(img))[None])   # [1, 1280]
+
+The built-in encoders are imported on first use so that `import geospot.encoders`
+stays cheap. Third-party code adds its own with `@register_encoder("name")` on a
+factory `f(pretrained: bool = True) -> Encoder`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from geospot.encoders.base import Encoder
+
+EncoderFactory = Callable[..., "Encoder"]
+
+_REGISTRY: dict[str, EncoderFactory] = {}
+_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.tiny")
+_builtins_loaded = False
+
+
+def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator registering `factory(pretrained: bool = True) -> Encoder` under `name`."""
+
+    def decorator(factory: EncoderFactory) -> EncoderFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"an encoder named {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+
+
+def list_encoders() -> list[str]:
+    """Names of all registered encoders, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def create_encoder(name: str, pretrained: bool = True) -> "Encoder":
+    """Build the encoder `name` in eval mode; `pretrained=False` gives random weights."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](pretrained=pretrained).eval()
+
+
+__all__ = ["register_encoder", "list_encoders", "create_encoder", "Encoder", "Preprocess"]
+
+
+def __getattr__(name: str):
+    # `from geospot.encoders import Encoder, Preprocess` without importing torch up front
+    if name in ("Encoder", "Preprocess"):
+        from geospot.encoders import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'geospot.encoders' has no attribute {name!r}")

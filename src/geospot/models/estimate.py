@@ -1,8 +1,14 @@
 """From cell probabilities to coordinates: point estimates and confidence radii.
 
-Two point estimates per row (the article's comparison): the centroid of the
-most probable cell, and the probability-weighted spherical (3-D unit-vector)
-mean of the top-k centroids. Inputs may be NumPy or torch; outputs are NumPy.
+Three point estimates per row: the centroid of the most probable cell; the
+probability-weighted spherical (3-D unit-vector) mean of the top-k centroids
+(the practitioner article's estimate); and the same mean restricted to the
+top-k cells within `local_km` of the top cell. The restricted ("local") mean
+is geospot's default: on a continental scale, the top cells are often rival
+hypotheses (Russia vs. Canada), and averaging rivals lands in the sea between
+them, while nearby cells refine one hypothesis. On cross-validated global Street
+View it beat both others on GeoScore and on accuracy within 200/750 km.
+Inputs may be NumPy or torch; outputs are NumPy.
 """
 from __future__ import annotations
 
@@ -15,6 +21,9 @@ from geospot.geo.distance import haversine_km, spherical_mean
 
 # Rows of the [B, C] distance matrix handled at once in confidence_radius_km (memory bound).
 _RADIUS_CHUNK_ELEMENTS = 4_000_000
+
+# Top-k cells further than this from the top cell are treated as rival hypotheses.
+DEFAULT_LOCAL_KM = 1000.0
 
 
 def _to_numpy(x, dtype=np.float64) -> np.ndarray:
@@ -41,7 +50,9 @@ def _check_inputs(probs, cell_lat, cell_lon, where: str) -> tuple[np.ndarray, np
     return p, lat, lon
 
 
-def point_estimates(probs, cell_lat, cell_lon, top_k: int = 5) -> dict[str, np.ndarray]:
+def point_estimates(
+    probs, cell_lat, cell_lon, top_k: int = 5, local_km: float = DEFAULT_LOCAL_KM
+) -> dict[str, np.ndarray]:
     """Top-k cells and the two point estimates for each row of ``probs`` [B, C].
 
     Returns a dict of NumPy arrays (``k = min(top_k, C)``, cells sorted by
@@ -51,7 +62,9 @@ def point_estimates(probs, cell_lat, cell_lon, top_k: int = 5) -> dict[str, np.n
       ``top_lat``/``top_lon`` float64 [B, k] (their centroids; column 0 is the
       "top cell" point estimate);
     - ``mean_lat``/``mean_lon`` float64 [B]: the spherical mean of the k
-      centroids weighted by their probabilities renormalised to sum to 1.
+      centroids weighted by their probabilities renormalised to sum to 1;
+    - ``local_lat``/``local_lon`` float64 [B]: the same mean over only those of
+      the k cells whose centroid lies within ``local_km`` of the top cell's.
     """
     p, lat, lon = _check_inputs(probs, cell_lat, cell_lon, "point_estimates")
     if int(top_k) != top_k or top_k < 1:
@@ -77,7 +90,17 @@ def point_estimates(probs, cell_lat, cell_lon, top_k: int = 5) -> dict[str, np.n
     # mean direction; fall back to the top cell rather than return NaN.
     undefined = ~(np.isfinite(mean_lat) & np.isfinite(mean_lon))
     mean_lat[undefined], mean_lon[undefined] = top_lat[undefined, 0], top_lon[undefined, 0]
+    near_top = haversine_km(top_lat, top_lon, top_lat[:, :1], top_lon[:, :1]) <= float(local_km)
+    local_w = np.where(near_top, weights, 0.0)
+    local_w[:, 0] = np.maximum(local_w[:, 0], 1e-300)  # the top cell always counts
+    local_lat, local_lon = spherical_mean(top_lat, top_lon, weights=local_w)
+    local_lat = np.asarray(local_lat, dtype=np.float64).reshape(-1)
+    local_lon = np.asarray(local_lon, dtype=np.float64).reshape(-1)
+    undefined = ~(np.isfinite(local_lat) & np.isfinite(local_lon))
+    local_lat[undefined], local_lon[undefined] = top_lat[undefined, 0], top_lon[undefined, 0]
     return {
+        "local_lat": local_lat,
+        "local_lon": local_lon,
         "top_idx": top_idx,
         "top_prob": top_prob,
         "top_lat": top_lat,

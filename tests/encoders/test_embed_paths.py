@@ -1,0 +1,230 @@
+"""embed_paths: correct rows, bad files reported, sharded cache that resumes exactly."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geospot.data.masks import parse_mask
+from geospot.encoders.embed import EmbeddingResult, embed_paths, prepare_image
+from geospot.encoders.runtime import EncoderRuntime, relative_error
+from geospot.testing import UNREADABLE_BAD_FILES, make_bad_files
+
+
+class Counting:
+    """A runtime wrapper counting batches/rows; optionally interrupted after `fail_after` batches."""
+
+    def __init__(self, inner, fail_after: int | None = None, on_embed=None):
+        self.inner, self.fail_after, self.on_embed = inner, fail_after, on_embed
+        self.name, self.weights_id, self.embed_dim = inner.name, inner.weights_id, inner.embed_dim
+        self.calls = self.rows = 0
+
+    def embed(self, batch):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        if self.on_embed:
+            self.on_embed(self)
+        self.calls += 1
+        self.rows += len(batch)
+        return self.inner.embed(batch)
+
+
+@pytest.fixture
+def runtime():
+    return EncoderRuntime("tiny", backend="onnx")
+
+
+def _images(directory, n: int, seed: int = 0) -> list:
+    """n small photos-like files of varied sizes, modes and formats."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        w, h = int(rng.integers(48, 160)), int(rng.integers(48, 160))
+        ramp = np.linspace(0, 255, w)[None, :, None] * rng.random(3)[None, None, :]
+        arr = np.clip(ramp + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "RGB")
+        if i % 5 == 3:
+            img = img.convert("L")
+        path = directory / (f"img{i:03d}.png" if i % 4 == 1 else f"img{i:03d}.jpg")
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """Good images with unreadable files and a missing path mixed in; returns (paths, bad indices)."""
+    good = _images(tmp_path / "good", 20)
+    bad_files = make_bad_files(tmp_path / "bad")
+    bad = [bad_files[name] for name in sorted(UNREADABLE_BAD_FILES)] + [tmp_path / "missing.jpg"]
+    paths, bad_idx = list(good), []
+    for j, path in enumerate(bad):
+        at = 2 + 4 * j
+        paths.insert(at, path)
+        bad_idx.append(at)
+    return paths, sorted(bad_idx)
+
+
+def test_rows_match_the_encoder_and_bad_files_are_reported(runtime, mixed):
+    paths, bad_idx = mixed
+    result = embed_paths(paths, runtime, runtime.preprocess, batch_size=4, progress=False)
+    assert isinstance(result, EmbeddingResult) and len(result) == len(paths)
+    assert result.embeddings.shape == (len(paths), runtime.embed_dim) and result.embeddings.dtype == np.float32
+    assert sorted(result.errors) == bad_idx and result.n_failed == len(bad_idx)
+    assert not result.ok[bad_idx].any() and result.ok.sum() == len(paths) - len(bad_idx)
+    assert not result.embeddings[bad_idx].any(), "failed rows are zero"
+    for i in bad_idx:
+        message = result.errors[i]
+        assert message.startswith(f"{paths[i]}: ") and len(message) > len(str(paths[i])) + 5
+    assert "file not found" in result.errors[bad_idx[-1]]
+    good = [i for i in range(len(paths)) if i not in bad_idx]
+    expected = runtime.embed(np.stack([prepare_image(paths[i], runtime.preprocess) for i in good]))
+    assert relative_error(result.embeddings[good], expected) <= 1e-5
+
+
+def test_same_numbers_whatever_the_worker_count(runtime, mixed):
+    paths, _ = mixed
+    a = embed_paths(paths, runtime, runtime.preprocess, batch_size=4, workers=0, progress=False)
+    b = embed_paths(paths, runtime, runtime.preprocess, batch_size=4, workers=3, progress=False)
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    assert a.errors == b.errors and np.array_equal(a.ok, b.ok)
+    c = embed_paths([str(p) for p in paths], runtime, runtime.preprocess, batch_size=7, progress=False)
+    assert relative_error(c.embeddings, a.embeddings) <= 1e-5 and c.errors == a.errors
+
+
+def test_decoding_stays_a_bounded_window_ahead(runtime, tmp_path):
+    paths = _images(tmp_path, 40)
+    decoded = []
+
+    def preprocess(img):
+        decoded.append(1)
+        return runtime.preprocess(img)
+
+    preprocess.resize = runtime.preprocess.resize
+    preprocess.to_dict = runtime.preprocess.to_dict
+
+    def check(counting):
+        # decoded but not yet embedded: at most the prefetch window (2 batches) plus this batch
+        assert len(decoded) - counting.rows <= 3 * 4
+
+    counting = Counting(runtime, on_embed=check)
+    embed_paths(paths, counting, preprocess, batch_size=4, workers=2, progress=False)
+    assert counting.rows == 40
+
+
+def test_a_cached_run_computes_nothing(runtime, mixed, tmp_path):
+    paths, _ = mixed
+    first = embed_paths(paths, runtime, runtime.preprocess, cache_dir=tmp_path / "cache", shard_size=8, batch_size=4, progress=False)
+    counting = Counting(runtime)
+    again = embed_paths(paths, counting, runtime.preprocess, cache_dir=tmp_path / "cache", shard_size=8, batch_size=4, progress=False)
+    assert counting.calls == 0
+    np.testing.assert_array_equal(first.embeddings, again.embeddings)
+    assert np.array_equal(first.ok, again.ok) and first.errors == again.errors
+    folders = [p for p in (tmp_path / "cache").iterdir()]
+    assert len(folders) == 1
+    shards = sorted(folders[0].glob("shard-*.safetensors"))
+    assert len(shards) == -(-len(paths) // 8) and not list(folders[0].glob("*.tmp-*"))
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(runtime, mixed, tmp_path):
+    paths, _ = mixed  # 26 rows -> shards of 8: [0, 8) [8, 16) [16, 24) [24, 26)
+    cache = tmp_path / "cache"
+    reference = embed_paths(paths, runtime, runtime.preprocess, batch_size=3, progress=False)
+
+    interrupted = Counting(runtime, fail_after=4)  # shard 0 takes 3 batches; dies inside shard 1
+    with pytest.raises(KeyboardInterrupt):
+        embed_paths(paths, interrupted, runtime.preprocess, cache_dir=cache, shard_size=8, batch_size=3, progress=False)
+    (folder,) = cache.iterdir()
+    assert [p.name for p in sorted(folder.glob("shard-*.json"))] == ["shard-00000.json"]
+
+    resumed = Counting(runtime)
+    result = embed_paths(paths, resumed, runtime.preprocess, cache_dir=cache, shard_size=8, batch_size=3, progress=False)
+    np.testing.assert_array_equal(result.embeddings, reference.embeddings)
+    assert np.array_equal(result.ok, reference.ok) and result.errors == reference.errors
+    # only the unfinished shards were computed (bad files never reach the runtime)
+    bad_after_8 = sum(1 for i in reference.errors if i >= 8)
+    assert resumed.rows == len(paths) - 8 - bad_after_8
+
+
+def test_a_damaged_shard_is_recomputed(runtime, mixed, tmp_path):
+    paths, _ = mixed
+    cache = tmp_path / "cache"
+    first = embed_paths(paths, runtime, runtime.preprocess, cache_dir=cache, shard_size=8, batch_size=4, progress=False)
+    (folder,) = cache.iterdir()
+    (folder / "shard-00001.safetensors").write_bytes(b"\x00" * 100)
+    counting = Counting(runtime)
+    again = embed_paths(paths, counting, runtime.preprocess, cache_dir=cache, shard_size=8, batch_size=4, progress=False)
+    np.testing.assert_array_equal(first.embeddings, again.embeddings)
+    assert 0 < counting.rows <= 8
+
+
+def test_different_settings_never_mix(runtime, tmp_path):
+    paths = _images(tmp_path / "img", 6)
+    cache = tmp_path / "cache"
+    plain = embed_paths(paths, runtime, runtime.preprocess, cache_dir=cache, progress=False)
+    mask = parse_mask("box:0,0,1,1+fill:black")  # blanks everything: every image looks the same
+    masked = embed_paths(paths, runtime, runtime.preprocess, cache_dir=cache, mask=mask, progress=False)
+    assert len(list(cache.iterdir())) == 2
+    assert np.allclose(masked.embeddings, masked.embeddings[0], rtol=0, atol=1e-6)
+    assert not np.allclose(plain.embeddings, masked.embeddings)
+    fewer = embed_paths(paths[:5], runtime, runtime.preprocess, cache_dir=cache, progress=False)
+    assert len(list(cache.iterdir())) == 3
+    np.testing.assert_allclose(fewer.embeddings, plain.embeddings[:5], rtol=1e-5, atol=1e-6)
+    # an empty mask is no mask: same cache folder
+    embed_paths(paths, Counting(runtime, fail_after=0), runtime.preprocess, cache_dir=cache, mask=parse_mask("none"), progress=False)
+
+    # a folder whose index belongs to other settings is refused, never overwritten
+    folder = next(p for p in cache.iterdir() if json.loads((p / "index.json").read_text())["fingerprint"]["n"] == 5)
+    index = json.loads((folder / "index.json").read_text())
+    index["fingerprint"]["weights_id"] = "someone-else"
+    (folder / "index.json").write_text(json.dumps(index))
+    with pytest.raises(RuntimeError, match="refusing to mix"):
+        embed_paths(paths[:5], runtime, runtime.preprocess, cache_dir=cache, progress=False)
+
+
+def test_progress_goes_to_stderr_and_nothing_to_stdout(runtime, tmp_path, capsys):
+    paths = _images(tmp_path, 3)
+    embed_paths(paths, runtime, runtime.preprocess, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "embed tiny" in err
+
+
+def test_empty_input_and_bad_arguments(runtime):
+    result = embed_paths([], runtime, runtime.preprocess, progress=False)
+    assert result.embeddings.shape == (0, 32) and result.ok.shape == (0,) and result.errors == {}
+    with pytest.raises(ValueError, match="batch_size"):
+        embed_paths([], runtime, runtime.preprocess, batch_size=0)
+
+
+@pytest.mark.realdata
+def test_real_street_view_images(shared_data, runtime):
+    import pandas as pd
+
+    root = shared_data / "streetview-global"
+    paths = [root / p for p in pd.read_csv(root / "manifest.csv")["path"][:12]]
+    result = embed_paths(paths, runtime, runtime.preprocess, batch_size=5, progress=False)
+    assert result.ok.all() and result.errors == {}
+    assert np.isfinite(result.embeddings).all() and (np.linalg.norm(result.embeddings, axis=1) > 0).all()
+    assert len({row.tobytes() for row in result.embeddings}) == len(paths)
+
+
+def test_auto_workers(runtime, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from geospot.encoders import embed as embed_mod
+    from geospot.encoders import runtime as runtime_mod
+
+    monkeypatch.setattr(runtime_mod, "usable_cpus", lambda: 2)
+    assert embed_mod.auto_workers(runtime) == 1  # 2 cores: one decoder, ORT gets the rest
+    monkeypatch.setattr(runtime_mod, "usable_cpus", lambda: 16)
+    assert embed_mod.auto_workers(runtime) == 4
+    gpu = SimpleNamespace(backend="torch", device=torch.device("cuda"))
+    assert embed_mod.auto_workers(gpu) == 8  # a GPU waits on decoding: use most cores
+    paths = _images(tmp_path, 3)
+    result = embed_paths(paths, runtime, runtime.preprocess, workers=None, progress=False)
+    assert result.ok.all()

@@ -106,8 +106,10 @@ def test_eval_beats_medoid_and_writes_report(dataset, trained, tmp_path, capsys)
     medoid = methods["baseline: training medoid"]
     assert "baseline: random training location" in methods
     assert "baseline: article recipe (CE, top cell)" in methods
-    # the fixture's images carry a location signal: the model must beat a constant guess
-    assert model["median_km"] < medoid["median_km"]
+    # the fixture's images carry a location signal: the model must find it and
+    # beat a constant guess by far
+    assert model["top1"] >= 0.6
+    assert model["median_km"] < medoid["median_km"] / 3
     assert (out_dir / "report.md").is_file() and (out_dir / "error_cdf.png").is_file()
     assert (out_dir / "confusion_country.csv").is_file() and (out_dir / "confusion_country.png").is_file()
     assert "median km" in capsys.readouterr().out

@@ -154,7 +154,7 @@ def test_early_stopping_restores_best_epoch():
     assert hist["epochs_run"] == hist["best_epoch"] + cfg.patience < cfg.epochs
     assert scores[-1] < max(scores)
     est = point_estimates(predict(head, v_emb), cells.centroid_lat, cells.centroid_lon, top_k=cfg.estimate_top_k)
-    restored = geoscore(haversine_km(est["mean_lat"], est["mean_lon"], v_lat, v_lon)).mean()
+    restored = geoscore(haversine_km(est["local_lat"], est["local_lon"], v_lat, v_lon)).mean()
     assert restored == pytest.approx(max(scores), rel=1e-6)
 
 

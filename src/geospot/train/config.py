@@ -20,6 +20,9 @@ class TrainConfig:
     the same at prediction time). ``lr_schedule``: ``"cosine"`` (per step, to 0
     at ``epochs``) or ``"step"`` (x0.1 at 50 % and 75 % of ``epochs``).
     ``estimate_top_k``: cells in the weighted-mean estimate scored for early stopping.
+    ``batch_size`` shrinks on small datasets (see ``fit.effective_batch_size``).
+    ``lr`` default: 3e-3 did best of 1e-3/3e-3/1e-2 in grouped 5-fold CV on both
+    global and Croatian Street View (benchmarks/bench_accuracy.py).
     ``patience <= 0`` disables early stopping (the best epoch is still restored).
     """
 
@@ -27,7 +30,7 @@ class TrainConfig:
     tau_km: float = 75.0
     hidden: int = 0
     dropout: float = 0.1
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     epochs: int = 60
     batch_size: int = 256

@@ -32,6 +32,13 @@ from geospot.train.losses import haversine_smoothing_targets, soft_cross_entropy
 _EVAL_BATCH = 4096
 
 
+def effective_batch_size(n_rows: int, batch_size: int, min_steps: int = 8) -> int:
+    """Shrink the batch on small datasets so an epoch still takes ``min_steps``
+    optimiser steps (never below 16 rows): with a few hundred images, batches
+    of 256 give so few updates that early stopping fires before learning starts."""
+    return max(1, min(batch_size, max(16, math.ceil(n_rows / min_steps))))
+
+
 def class_weights(labels: np.ndarray, num_cells: int, scheme: str = "inv_sqrt") -> np.ndarray:
     """Per-class loss weights ``[num_cells]`` from the training labels.
 
@@ -160,7 +167,8 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
          embed_dim: int, cfg: TrainConfig, progress: bool) -> tuple[GeoCellHead, dict]:
     head = GeoCellHead(embed_dim, len(cells), hidden=cfg.hidden, dropout=cfg.dropout)
     opt = _adamw(head, cfg)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    batch_size = effective_batch_size(len(train_idx), cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, steps_per_epoch))
     gen = torch.Generator().manual_seed(cfg.seed)
     weighted = cfg.class_weighting != "none"
@@ -172,7 +180,7 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
         hist["lr"].append(float(opt.param_groups[0]["lr"]))
         total, seen = 0.0, 0
         perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
-        for batch in perm.split(cfg.batch_size):
+        for batch in perm.split(batch_size):
             loss = _batch_loss(head(data.x[batch]), data, batch, cell_lat, cell_lon, cfg, weighted)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -71,7 +71,8 @@ def main() -> None:
         model.metrics = dict(model.metrics or {}, cv={k: v for k, v in cv["cv"].items()})
         if args.out.exists():
             shutil.rmtree(args.out)
-        save_model(model, args.out)
+        # the coordinates of the Street View training places are not ours to redistribute
+        save_model(model, args.out, include_train_places=False)
         (args.out / "MODEL_CARD.md").write_text(model_card(cv, model, manifest))
     print(f"default model -> {args.out}")
 

@@ -125,3 +125,16 @@ def test_cv_groups_and_summarises(dataset, tmp_path, capsys):
     cv = report["cv"]["geospot (local top-k mean)"]["median_km"]
     assert cv["std"] >= 0 and np.isfinite(cv["mean"])
     assert "±" in capsys.readouterr().out
+
+
+def test_eval_without_training_coordinates_uses_cell_baselines(dataset, trained, tmp_path):
+    import shutil
+
+    model = tmp_path / "published"
+    shutil.copytree(trained, model)
+    (model / "train_places.safetensors").unlink()
+    out_dir = tmp_path / "report"
+    assert main(["eval", str(model), str(dataset), "--split", "test", "--out", str(out_dir), "--quiet"]) == 0
+    report = json.loads((out_dir / "report.json").read_text())
+    assert "baseline: training medoid" in report["methods"]
+    assert any("cell centroids" in n for n in report["notes"])

@@ -179,15 +179,19 @@ def fit(
 TRAIN_PLACES_FILE = "train_places.safetensors"
 
 
-def save_model(model, out_dir: str | Path) -> Path:
+def save_model(model, out_dir: str | Path, include_train_places: bool = True) -> Path:
     """Save a `GeoModel` plus the coordinates of its training places (for the
-    random-location baseline in `geospot eval`; a few KB per thousand places)."""
+    random-location baseline in `geospot eval`; a few KB per thousand places).
+
+    `include_train_places=False` leaves them out (e.g. a model you publish whose
+    data's terms forbid redistributing it): `geospot eval` then approximates the
+    baselines from the cell centroids weighted by their counts."""
     from safetensors.numpy import save_file
 
     out = Path(out_dir)
     model.save(out)
     coords = getattr(model, "train_coords", None)
-    if coords is not None:
+    if coords is not None and include_train_places:
         save_file({"lat": np.asarray(coords[0], np.float64), "lon": np.asarray(coords[1], np.float64)},
                   str(out / TRAIN_PLACES_FILE))
     return out
@@ -402,6 +406,10 @@ def evaluate(
         recipe = _train_recipe(model, t_emb[t_ok], train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups)
     elif getattr(model, "train_coords", None) is not None:
         train_lat, train_lon = model.train_coords
+    else:  # no training coordinates shipped: the training distribution at cell resolution
+        counts = np.asarray(model.cells.count, dtype=np.int64)
+        train_lat = np.repeat(np.asarray(model.cells.centroid_lat, float), counts)
+        train_lon = np.repeat(np.asarray(model.cells.centroid_lon, float), counts)
     methods, t_lat, t_lon = predict_methods(
         model, emb[ok], lat, lon, groups, fuse=fuse, top_k=top_k,
         train_lat=train_lat, train_lon=train_lon, recipe_model=recipe,
@@ -413,7 +421,11 @@ def evaluate(
         "dataset": {"manifest": str(manifest.source), "n_images": int(ok.sum()), "n_places": int(len(t_lat)),
                     "failed_images": int((~ok).sum()), "fuse": fuse},
         "methods": results,
-        "notes": _notes(fuse, train_manifest is not None),
+        "notes": _notes(fuse, train_manifest is not None) + (
+            [] if train_manifest is not None or getattr(model, "train_coords", None) is not None else
+            ["The model ships no training coordinates: the medoid and random-location baselines use the cell "
+             "centroids weighted by their training counts."]
+        ),
     }
     if out_dir is not None:
         report = write_full_report(report, out_dir, methods, errors, t_lat, t_lon, model.cells)

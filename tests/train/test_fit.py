@@ -42,7 +42,7 @@ def make_data(n_per_class, seed=0, noise=0.6, classes=None):
 
 def fast(**kw):
     # Small D needs a larger learning rate than the 1e-3 default tuned for D ~ 1000.
-    base = dict(epochs=12, lr=5e-2, batch_size=32, patience=4, dropout=0.0)
+    base = dict(epochs=12, lr=5e-2, batch_size=32, patience=4, dropout=0.0, val_fraction=0.1)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -4,7 +4,7 @@ The frozen path (`geospot.train.fit.train_head`) learns a head on cached
 embeddings. `finetune` continues from such a model and also trains the last
 ``unfreeze`` blocks of the encoder (plus its head conv/BN, `Encoder.tail_modules`)
 on augmented images, with the same losses (haversine label smoothing or CE) and
-the same validation metric (GeoScore of the top-k weighted-mean estimate).
+the same validation metric (GeoScore of the local top-k mean estimate).
 
 - Frozen parts stay in eval mode: their BatchNorm statistics do not move.
 - Augmentation (PIL/NumPy, no torchvision): random resized crops (area scale
@@ -422,7 +422,7 @@ def _evaluate(model, encoder, df, preprocess, mask, config, device) -> dict[str,
     p = np.concatenate(probs)
     lat, lon = df["lat"].to_numpy()[rows], df["lon"].to_numpy()[rows]
     est = point_estimates(p, model.cells.centroid_lat, model.cells.centroid_lon, top_k=config.estimate_top_k)
-    out = distance_metrics(est["mean_lat"], est["mean_lon"], lat, lon)
+    out = distance_metrics(est["local_lat"], est["local_lon"], lat, lon)
     out.update(topk_accuracy(p, np.asarray(model.cells.assign(lat, lon), dtype=np.int64), ks=(1, 5)))
     out["n_failed"] = len(errors)
     return out

@@ -1,19 +1,13 @@
 """A compact console table of a report's methods (stdout of `geospot eval` / `cv`)."""
 from __future__ import annotations
 
-COLUMNS = [
-    ("median_km", "median km", "km"),
-    ("mean_km", "mean km", "km"),
-    ("acc_1km", "@1km", "pct"),
-    ("acc_25km", "@25km", "pct"),
-    ("acc_200km", "@200km", "pct"),
-    ("acc_750km", "@750km", "pct"),
-    ("acc_2500km", "@2500km", "pct"),
-    ("geoscore", "GeoScore", "score"),
-    ("top1", "cell@1", "pct"),
-    ("top5", "cell@5", "pct"),
-    ("country_acc", "country", "pct"),
-]
+from geospot.eval.report import COLUMNS as REPORT_COLUMNS
+
+# The report's columns (same keys and number kinds), with headers short enough for a terminal.
+_SHORT = {"median_km": "median km", "mean_km": "mean km", "geoscore": "GeoScore", "top1": "cell@1",
+          "top5": "cell@5", "country_acc": "country"}
+COLUMNS = [(key, _SHORT.get(key, header.replace("acc", "").replace(" ", "")), kind)
+           for key, header, kind in REPORT_COLUMNS if key != "n"]
 
 
 def _fmt(value, kind: str, std=None) -> str:

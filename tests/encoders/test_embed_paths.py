@@ -228,3 +228,29 @@ def test_auto_workers(runtime, tmp_path, monkeypatch):
     paths = _images(tmp_path, 3)
     result = embed_paths(paths, runtime, runtime.preprocess, workers=None, progress=False)
     assert result.ok.all()
+
+
+def test_a_file_rewritten_in_place_is_embedded_again(tmp_path):
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from geospot.encoders import create_encoder
+    from geospot.encoders.embed import embed_paths
+    from geospot.encoders.runtime import EncoderRuntime
+
+    enc = create_encoder("tiny")
+    runtime = EncoderRuntime("tiny", backend="torch", device="cpu", encoder=enc)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (64, 64), (40 * i, 10, 200)).save(p)
+        paths.append(str(p))
+    first = embed_paths(paths, runtime, enc.preprocess, cache_dir=tmp_path / "cache", progress=False)
+    Image.new("RGB", (64, 64), (250, 250, 0)).save(paths[1])
+    os.utime(paths[1], ns=(os.stat(paths[1]).st_atime_ns, os.stat(paths[1]).st_mtime_ns + 10**9))
+    second = embed_paths(paths, runtime, enc.preprocess, cache_dir=tmp_path / "cache", progress=False)
+    fresh = embed_paths(paths, runtime, enc.preprocess, cache_dir=None, progress=False)
+    assert not np.allclose(first.embeddings[1], second.embeddings[1])
+    assert np.array_equal(second.embeddings, fresh.embeddings)

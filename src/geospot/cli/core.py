@@ -97,7 +97,7 @@ def _cell_params(args) -> dict:
     return params
 
 
-def _read(path: str, split: str | None = None):
+def read_manifest_or_exit(path: str, split: str | None = None):
     """Read a manifest; bad rows are reported on stderr and left out (the run goes on)."""
     from geospot.data.manifest import ManifestError, read_manifest
 
@@ -113,8 +113,8 @@ def _read(path: str, split: str | None = None):
         if "split" not in manifest.df.columns:
             raise SystemExit(f"error: {path} has no `split` column (asked for --split {split})")
         manifest = manifest.subset((manifest.df["split"].astype(str) == split).to_numpy().nonzero()[0])
-        if len(manifest) == 0:
-            raise SystemExit(f"error: no rows of {path} have split == {split!r}")
+    if len(manifest) == 0:
+        raise SystemExit(f"error: {path} has no usable rows" + (f" with split == {split!r}" if split else ""))
     return manifest
 
 
@@ -161,7 +161,7 @@ def cmd_cells(args) -> int:
 
     from geospot.pipeline import build_model_cells
 
-    m = _read(args.manifest, args.split)
+    m = read_manifest_or_exit(args.manifest, args.split)
     cells = build_model_cells(m.lat, m.lon, np.asarray(m.groups), _cell_params(args))
     cells.save(args.out)
     counts = np.asarray(cells.count)
@@ -185,7 +185,7 @@ def _embed(sub) -> None:
 def cmd_embed(args) -> int:
     from geospot.pipeline import embed_manifest
 
-    m = _read(args.manifest, args.split)
+    m = read_manifest_or_exit(args.manifest, args.split)
     res = embed_manifest(m, args.encoder, mask=_mask(args.mask), cache_dir=args.cache, backend=args.backend,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
                          progress=not args.quiet)
@@ -215,8 +215,8 @@ def _train(sub) -> None:
 def cmd_train(args) -> int:
     from geospot.pipeline import fit, save_model
 
-    m = _read(args.manifest, args.split)
-    val = _read(args.val) if args.val else None
+    m = read_manifest_or_exit(args.manifest, args.split)
+    val = read_manifest_or_exit(args.val) if args.val else None
     cells = None
     if args.cells:
         from geospot.geo.cells import CellTable
@@ -299,8 +299,8 @@ def cmd_eval(args) -> int:
     from geospot.pipeline import evaluate, load_model
 
     model = load_model(args.model)
-    m = _read(args.manifest, args.split)
-    train = _read(args.train) if args.train else None
+    m = read_manifest_or_exit(args.manifest, args.split)
+    train = read_manifest_or_exit(args.train) if args.train else None
     report = evaluate(model, m, fuse=args.fuse, top_k=args.top_k, train_manifest=train, out_dir=args.out,
                       cache_dir=args.cache, backend=args.backend, device=args.device, progress=not args.quiet)
     print(format_table(report))
@@ -327,7 +327,7 @@ def cmd_cv(args) -> int:
     from geospot.eval.table import format_table
     from geospot.pipeline import cross_validate
 
-    m = _read(args.manifest, args.split)
+    m = read_manifest_or_exit(args.manifest, args.split)
     report = cross_validate(m, folds=args.folds, encoder=args.encoder, cell_params=_cell_params(args),
                             config=_train_config(args), mask=_mask(args.mask), fuse=args.fuse, top_k=args.top_k,
                             seed=args.seed, out_dir=args.out, cache_dir=args.cache, backend=args.backend,

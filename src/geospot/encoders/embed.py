@@ -70,6 +70,19 @@ def _paths_hash(paths: Sequence[str]) -> str:
     return _sha256("\0".join(paths))
 
 
+def _files_hash(paths: Sequence[str]) -> str:
+    """Paths plus each file's size and modification time: a shard whose files
+    were rewritten in place is recomputed instead of served stale."""
+    parts = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            parts.append(f"{p}\t{st.st_size}\t{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{p}\tmissing")
+    return _sha256("\0".join(parts))
+
+
 def _mask_dict(mask: Any) -> dict | None:
     # An empty mask paints nothing: it must share the cache of "no mask".
     if mask is None or not mask:
@@ -274,7 +287,7 @@ def embed_paths(
     ok = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
     shards = [(k, k * shard_size, min(n, (k + 1) * shard_size)) for k in range(math.ceil(n / shard_size))]
-    shard_hash = {k: _paths_hash(abs_paths[a:b]) for k, a, b in shards}
+    shard_hash = {k: _files_hash(abs_paths[a:b]) for k, a, b in shards}
 
     store = None
     if cache_dir is not None:

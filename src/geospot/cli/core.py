@@ -203,7 +203,8 @@ def _train(sub) -> None:
     p.add_argument("--out", required=True, help="model folder to write (config.json + *.safetensors)")
     p.add_argument("--val", metavar="MANIFEST", help="validation manifest for early stopping")
     p.add_argument("--unfreeze", type=int, default=0, metavar="N",
-                   help="also fine-tune the last N encoder blocks end to end on images (slow on CPU)")
+                   help="also fine-tune the last N encoder blocks end to end on images (slow on CPU; "
+                        "checkpoints go to OUT.run/ each epoch and a rerun resumes from them)")
     p.add_argument("--finetune-epochs", type=int, default=5, help="epochs of end-to-end fine-tuning (--unfreeze)")
     _manifest_opts(p)
     _cell_opts(p)

@@ -133,17 +133,31 @@ def _mask(spec: str | None):
 
 
 def _encoders(sub) -> None:
-    p = sub.add_parser("encoders", help="list the registered image encoders")
+    p = sub.add_parser("encoders", help="list the registered image encoders (or download one's weights)")
+    p.add_argument("--download", metavar="NAME",
+                   help="explicitly download the weights of a CLIP-family encoder (network; cached under "
+                        "$GEOSPOT_CACHE/weights/NAME)")
     p.set_defaults(func=cmd_encoders)
 
 
 def cmd_encoders(args) -> int:
-    from geospot.encoders import create_encoder, list_encoders
+    from geospot.encoders import create_encoder, encoder_info, list_encoders
 
+    if args.download:
+        from geospot.encoders.clip import VARIANTS, download_weights
+
+        if args.download not in VARIANTS:
+            raise SystemExit(f"error: {args.download!r} has no downloadable weights; choose from {', '.join(VARIANTS)}")
+        print(f"{args.download} weights -> {download_weights(args.download)}")
+        return 0
     for name in list_encoders():
-        enc = create_encoder(name, pretrained=False)
-        pp = enc.preprocess
-        print(f"{name:22s} embed_dim={enc.embed_dim:<5d} input={pp.size}px")
+        info = encoder_info(name) or {}
+        if info.get("large"):  # don't build 300M parameters to print two numbers
+            dim, size, note = info["embed_dim"], info["input_size"], "  (weights on request: see docs/encoders.md)"
+        else:
+            enc = create_encoder(name, pretrained=False)
+            dim, size, note = enc.embed_dim, enc.preprocess.size, ""
+        print(f"{name:22s} embed_dim={dim:<5d} input={size}px{note}")
     return 0
 
 

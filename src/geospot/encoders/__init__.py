@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 EncoderFactory = Callable[..., "Encoder"]
 
 _REGISTRY: dict[str, EncoderFactory] = {}
-_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.tiny")
+_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.tiny", "geospot.encoders.clip")
 _builtins_loaded = False
 
 
@@ -50,6 +50,23 @@ def list_encoders() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def encoder_info(name: str) -> dict | None:
+    """What a registered encoder declares about itself without being built, or None.
+
+    Large encoders (the CLIP family, 88M-300M parameters, weights downloaded on
+    request) declare ``{"large": True, "embed_dim": ..., "input_size": ...}`` so
+    that listings and test suites need not build them."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
+    return getattr(_REGISTRY[name], "info", None)
+
+
+def encoder_is_large(name: str) -> bool:
+    """True for encoders too big to build casually (see `encoder_info`)."""
+    return bool((encoder_info(name) or {}).get("large", False))
+
+
 def create_encoder(name: str, pretrained: bool = True) -> "Encoder":
     """Build the encoder `name` in eval mode; `pretrained=False` gives random weights."""
     _load_builtins()
@@ -58,7 +75,8 @@ def create_encoder(name: str, pretrained: bool = True) -> "Encoder":
     return _REGISTRY[name](pretrained=pretrained).eval()
 
 
-__all__ = ["register_encoder", "list_encoders", "create_encoder", "Encoder", "Preprocess"]
+__all__ = ["register_encoder", "list_encoders", "create_encoder", "encoder_info", "encoder_is_large", "Encoder",
+           "Preprocess"]
 
 
 def __getattr__(name: str):

@@ -301,8 +301,6 @@ def score_methods(
         if p.probs is not None and true_cell is not None:
             m.update(topk_accuracy(p.probs, true_cell, ks=(1, 5)))
         if true_cc is not None:
-            from geospot.geo.geocode import country_codes
-
             m["country_acc"] = accuracy(country_codes(p.lat, p.lon), true_cc)["accuracy"]
         results[name] = m
         errors[name] = haversine_km(p.lat, p.lon, true_lat, true_lon)
@@ -481,7 +479,7 @@ def write_full_report(report, out_dir, methods, errors, t_lat, t_lon, cells) -> 
     out.mkdir(parents=True, exist_ok=True)
     main = next(iter(methods))
     figures = {}
-    error_cdf({k: v for k, v in errors.items()}, out / "error_cdf.png")
+    error_cdf(errors, out / "error_cdf.png")
     figures["error CDF"] = "error_cdf.png"
     true_cc = country_codes(t_lat, t_lon)
     pred_cc = country_codes(methods[main].lat, methods[main].lon)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -128,39 +127,21 @@ class Predictor:
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode)
 
     # ------------------------------------------------------------------ decoding
-    def _load_one(self, path: str) -> np.ndarray | PredictionError:
-        from geospot.data.images import ImageError
-        from geospot.encoders.embed import prepare_image
-
-        try:
-            # the same decode + mask + preprocess as embedding for training
-            return prepare_image(path, self.preprocess, self.mask)
-        except ImageError as exc:
-            return PredictionError(path, exc.reason)
-        except Exception as exc:  # a decoder bug must not kill a batch of thousands
-            return PredictionError(path, f"{type(exc).__name__}: {exc}")
-
     def embed(self, paths: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, list[PredictionError | None]]:
-        """Embeddings [N, D] (zero rows for failures) and a per-path error or None."""
+        """Embeddings [N, D] (zero rows for failures) and a per-path error or None.
+
+        The same decoding pipeline as training (`embed_paths`: decode + mask +
+        preprocess in threads, overlapped with inference), without a cache."""
+        from geospot.encoders.embed import embed_paths
+
+        result = embed_paths(paths, self.runtime, self.preprocess, cache_dir=None, batch_size=batch_size,
+                             workers=None, mask=self.mask, progress=False)
         outcomes: list[PredictionError | None] = [None] * len(paths)
-        emb = None
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            for start in range(0, len(paths), batch_size):
-                chunk = list(paths[start:start + batch_size])
-                decoded = list(pool.map(self._load_one, chunk))
-                good = [i for i, d in enumerate(decoded) if not isinstance(d, PredictionError)]
-                for i, d in enumerate(decoded):
-                    if isinstance(d, PredictionError):
-                        outcomes[start + i] = d
-                if not good:
-                    continue
-                out = self.runtime.embed(np.stack([decoded[i] for i in good]).astype(np.float32))
-                if emb is None:
-                    emb = np.zeros((len(paths), out.shape[1]), np.float32)
-                emb[[start + i for i in good]] = out
-        if emb is None:
-            emb = np.zeros((len(paths), self.model.embed_dim), np.float32)
-        return emb, outcomes
+        for i, message in result.errors.items():
+            # embed_paths prefixes the absolute path; report the path as the user gave it
+            prefix = f"{os.path.abspath(paths[i])}: "
+            outcomes[i] = PredictionError(paths[i], message[len(prefix):] if message.startswith(prefix) else message)
+        return result.embeddings, outcomes
 
     # ------------------------------------------------------------------ prediction
     def predict(

@@ -23,3 +23,34 @@ def print_table(header: list[str], rows: list[list], title: str = "") -> None:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+
+
+#: The Street View collections of ../shared/data, each a different camera/year/region mix.
+COLLECTIONS = ("global", "croatia", "sample", "cities", "nigeria")
+
+
+def collection_data(names=COLLECTIONS, encoder: str = "efficientnet-lite0", progress: bool = True):
+    """``(combined manifest with a `collection` column, EmbeddingResult-like)`` for the shared
+    collections, each embedded through its own manifest (so the cache is shared with
+    `geospot embed` on that manifest and with every other benchmark)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from geospot.data.combine import combine
+    from geospot.data.manifest import read_manifest
+    from geospot.workflows.embedding import embed_manifest
+
+    data = require_shared_data()
+    parts, embs = [], []
+    for name in names:
+        m = read_manifest(data / f"streetview-{name}" / "manifest.csv")
+        parts.append((name, m))
+        embs.append(embed_manifest(m, encoder, progress=progress))
+    offsets = np.cumsum([0] + [len(e.ok) for e in embs])
+    emb = SimpleNamespace(
+        embeddings=np.concatenate([e.embeddings for e in embs]),
+        ok=np.concatenate([np.asarray(e.ok) for e in embs]),
+        errors={int(o) + i: r for e, o in zip(embs, offsets) for i, r in e.errors.items()},
+    )
+    return combine(parts), emb

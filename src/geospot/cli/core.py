@@ -118,6 +118,29 @@ def read_manifest_or_exit(path: str, split: str | None = None):
     return manifest
 
 
+def read_manifests_or_exit(specs: list[str], split: str | None = None):
+    """One manifest, or several combined with a ``collection`` column (``NAME=PATH`` names one;
+    by default a collection is named after its manifest's folder)."""
+    from geospot.data.combine import collection_name, combine, parse_named
+
+    named = [parse_named(s) for s in specs]
+    if len(named) == 1 and named[0][0] is None:
+        return read_manifest_or_exit(named[0][1], split)
+    parts = [(name or collection_name(path), read_manifest_or_exit(path, split)) for name, path in named]
+    try:
+        return combine(parts)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+
+
+def _estimate_opt(p: argparse.ArgumentParser, default_text: str) -> None:
+    from geospot.models.answer import ESTIMATES
+
+    p.add_argument("--estimate", choices=list(ESTIMATES), default=None,
+                   help=f"which point estimate becomes lat/lon ({default_text}); every estimate is in --json "
+                        "and in reports")
+
+
 def _mask(spec: str | None):
     if not spec:
         return None
@@ -213,13 +236,19 @@ def cmd_embed(args) -> int:
 
 def _train(sub) -> None:
     p = sub.add_parser("train", help="train a geolocation model (a geocell head on a pretrained encoder)")
-    p.add_argument("manifest")
+    p.add_argument("manifest", nargs="+",
+                   help="one manifest, or several (NAME=PATH names a collection): calibration then holds out "
+                        "one collection at a time")
     p.add_argument("--out", required=True, help="model folder to write (config.json + *.safetensors)")
     p.add_argument("--val", metavar="MANIFEST", help="validation manifest for early stopping")
     p.add_argument("--unfreeze", type=int, default=0, metavar="N",
                    help="also fine-tune the last N encoder blocks end to end on images (slow on CPU; "
                         "checkpoints go to OUT.run/ each epoch and a rerun resumes from them)")
     p.add_argument("--finetune-epochs", type=int, default=5, help="epochs of end-to-end fine-tuning (--unfreeze)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip calibration (by default the head is calibrated on out-of-fold predictions: "
+                        "leave-one-collection-out when the data has a `collection` column, else 5-fold by place)")
+    _estimate_opt(p, "stored in the model; default local_mean")
     _manifest_opts(p)
     _cell_opts(p)
     _train_opts(p)
@@ -230,7 +259,7 @@ def _train(sub) -> None:
 def cmd_train(args) -> int:
     from geospot.pipeline import fit, save_model
 
-    m = read_manifest_or_exit(args.manifest, args.split)
+    m = read_manifests_or_exit(args.manifest, args.split)
     val = read_manifest_or_exit(args.val) if args.val else None
     cells = None
     if args.cells:
@@ -240,8 +269,8 @@ def cmd_train(args) -> int:
     mask = _mask(args.mask)
     config = _train_config(args)
     model = fit(m, encoder=args.encoder, cells=cells, cell_params=_cell_params(args), config=config, mask=mask,
-                val_manifest=val, cache_dir=args.cache, backend=args.backend, device=args.device,
-                progress=not args.quiet)
+                val_manifest=val, calibrate=not args.no_calibrate, estimate=args.estimate, cache_dir=args.cache,
+                backend=args.backend, device=args.device, progress=not args.quiet)
     if args.unfreeze > 0:
         from geospot.train.finetune import FinetuneConfig, finetune
 
@@ -253,9 +282,13 @@ def cmd_train(args) -> int:
         model.train_coords = coords
     save_model(model, args.out)
     hist = (model.metrics or {}).get("train", {}).get("history", {})
-    best = hist.get("best_val_geoscore") or hist.get("best_geoscore")
+    best = hist.get("best_val_geoscore")
+    cal = model.calibration
     print(f"saved model -> {args.out} ({len(model.cells)} cells, encoder {args.encoder}"
-          + (f", best validation GeoScore {best:.0f}" if isinstance(best, (int, float)) else "") + ")")
+          + (f", best validation GeoScore {best:.0f} at epoch {hist.get('best_epoch')}"
+             if isinstance(best, (int, float)) else "")
+          + (f"; calibrated on {cal.fitted_on}: temperature {cal.temperature:.2f}, prior weight "
+             f"{cal.prior_weight:.3f}, kernel {cal.kernel_km:.0f} km" if cal is not None else "") + ")")
     return 0
 
 
@@ -267,6 +300,7 @@ def _locate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON array (see README for the schema)")
     p.add_argument("--same-place", action="store_true",
                    help="all photos show one place: fuse them into one answer (PIGEON's multi-view averaging)")
+    _estimate_opt(p, "default: the model's, else local_mean")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_locate)
@@ -278,7 +312,7 @@ def cmd_locate(args) -> int:
 
     files, missing = expand_paths(args.paths)
     try:
-        predictor = Predictor.load(args.model, backend=args.backend, device=args.device)
+        predictor = Predictor.load(args.model, backend=args.backend, device=args.device, estimate=args.estimate)
     except (CheckpointError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}")
     results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place) if files else []
@@ -301,9 +335,15 @@ def _eval(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md and plots here")
     p.add_argument("--train", metavar="MANIFEST",
                    help="training manifest: adds the article-recipe baseline (and exact training places)")
+    p.add_argument("--train-split", metavar="NAME",
+                   help="use only these rows of --train (default with --split: the rows of --train whose split "
+                        "is NOT --split, so the baselines never see test places)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate even if test places also appear in --train (reported loudly); refused by default")
     p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
                    help="how views of one location_id are combined (default: average embeddings)")
     p.add_argument("--top-k", type=int, default=5)
+    _estimate_opt(p, "default: the model's, else local_mean")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_eval)
@@ -311,26 +351,58 @@ def _eval(sub) -> None:
 
 def cmd_eval(args) -> int:
     from geospot.eval.table import format_table
-    from geospot.pipeline import evaluate, load_model
+    from geospot.workflows.evaluation import evaluate
+    from geospot.workflows.training import load_model
 
     model = load_model(args.model)
     m = read_manifest_or_exit(args.manifest, args.split)
-    train = read_manifest_or_exit(args.train) if args.train else None
-    report = evaluate(model, m, fuse=args.fuse, top_k=args.top_k, train_manifest=train, out_dir=args.out,
-                      cache_dir=args.cache, backend=args.backend, device=args.device, progress=not args.quiet)
+    train = _train_rows(args) if args.train else None
+    try:
+        report = evaluate(model, m, fuse=args.fuse, top_k=args.top_k, estimate=args.estimate, train_manifest=train,
+                          allow_overlap=args.allow_overlap, out_dir=args.out, cache_dir=args.cache,
+                          backend=args.backend, device=args.device, progress=not args.quiet)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
     print(format_table(report))
+    for c in (report.get("comparisons") or {}).values():
+        print(c["text"])
+    cal = report.get("calibration") or {}
+    if "coverage_90" in cal:
+        print(f"true location inside the 50% radius for {100 * cal['coverage_50']:.0f}% of photos, "
+              f"inside the 90% radius for {100 * cal['coverage_90']:.0f}%")
     if args.out:
         print(f"report -> {Path(args.out) / 'report.md'}")
     return 0
 
 
+def _train_rows(args):
+    """The --train manifest, filtered like the test set: --train-split, or the complement of --split."""
+    train = read_manifest_or_exit(args.train, args.train_split)
+    if args.train_split is None and args.split is not None and "split" in train.df.columns:
+        keep = (train.df["split"].astype(str) != args.split).to_numpy().nonzero()[0]
+        if len(keep) == 0:
+            raise SystemExit(f"error: every row of {args.train} has split == {args.split!r}; nothing to train on")
+        train = train.subset(keep)
+        print(f"baselines train on the {len(train)} rows of {args.train} whose split is not {args.split!r}",
+              file=sys.stderr)
+    return train
+
+
 def _cv(sub) -> None:
-    p = sub.add_parser("cv", help="group K-fold cross-validation by location_id, with baselines")
-    p.add_argument("manifest")
-    p.add_argument("--folds", type=int, default=5)
+    p = sub.add_parser("cv", help="cross-validation by location or by collection, with baselines")
+    p.add_argument("manifest", nargs="+",
+                   help="one manifest, or several (NAME=PATH names a collection; they are combined with a "
+                        "`collection` column)")
+    p.add_argument("--folds", type=int, default=5, help="folds of group K-fold by location_id (default 5)")
+    p.add_argument("--group-by", metavar="COLUMN",
+                   help="one fold per value of COLUMN, trained on all the others (e.g. 'collection': "
+                        "leave-one-collection-out, the honest check on photos from elsewhere); default with "
+                        "several manifests")
+    p.add_argument("--no-calibrate", action="store_true", help="score the raw head (no calibration)")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md and plots here")
     p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings")
     p.add_argument("--top-k", type=int, default=5)
+    _estimate_opt(p, "default local_mean")
     _manifest_opts(p)
     _cell_opts(p)
     _train_opts(p)
@@ -339,15 +411,22 @@ def _cv(sub) -> None:
 
 
 def cmd_cv(args) -> int:
-    from geospot.eval.table import format_table
-    from geospot.pipeline import cross_validate
+    from geospot.eval.table import format_folds, format_table
+    from geospot.workflows.crossval import cross_validate
 
-    m = read_manifest_or_exit(args.manifest, args.split)
-    report = cross_validate(m, folds=args.folds, encoder=args.encoder, cell_params=_cell_params(args),
-                            config=_train_config(args), mask=_mask(args.mask), fuse=args.fuse, top_k=args.top_k,
-                            seed=args.seed, out_dir=args.out, cache_dir=args.cache, backend=args.backend,
-                            device=args.device, progress=not args.quiet)
+    m = read_manifests_or_exit(args.manifest, args.split)
+    group_by = args.group_by or ("collection" if len(args.manifest) > 1 else None)
+    try:
+        report = cross_validate(m, folds=args.folds, group_by=group_by, encoder=args.encoder,
+                                cell_params=_cell_params(args), config=_train_config(args), mask=_mask(args.mask),
+                                fuse=args.fuse, top_k=args.top_k, estimate=args.estimate,
+                                calibrate=not args.no_calibrate, seed=args.seed, out_dir=args.out,
+                                cache_dir=args.cache, backend=args.backend, device=args.device,
+                                progress=not args.quiet)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
     print(format_table(report))
+    print(format_folds(report))
     if args.out:
         print(f"report -> {Path(args.out) / 'report.md'}")
     return 0

@@ -171,3 +171,39 @@ def error_cdf(errors_by_method: Mapping[str, Any], out_png: str | Path) -> Path:
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, format="png")
     return out_png
+
+
+def reliability_diagram(calibration: Mapping[str, Any], out_png: str | Path) -> Path:
+    """Top-cell confidence against accuracy, before and after calibration, with the
+    bin counts underneath; the title gives NLL, ECE and the coverage of the radii."""
+    fig = _new_figure(6.4, 6.0)
+    ax = fig.add_axes([0.12, 0.32, 0.82, 0.58])
+    ax_n = fig.add_axes([0.12, 0.08, 0.82, 0.16], sharex=ax)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    width = 0.045
+    for shift, key, label, colour in ((-width / 2, "reliability_raw", "raw head", "#d95f02"),
+                                      (width / 2, "reliability", "calibrated", "#1b9e77")):
+        bins = [b for b in calibration.get(key, []) if b["n"]]
+        if not bins:
+            continue
+        conf = np.array([b["confidence"] for b in bins])
+        acc = np.array([b["accuracy"] for b in bins])
+        ax.plot(conf, acc, marker="o", color=colour, label=label)
+        mids = np.array([(b["low"] + b["high"]) / 2 for b in bins])
+        ax_n.bar(mids + shift, [b["n"] for b in bins], width=width, color=colour)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy of the top cell")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax_n.set_xlabel("confidence of the top cell")
+    ax_n.set_ylabel("photos")
+    cov = ", ".join(f"{k.split('_')[1]}% radius covers {100 * v:.0f}%" for k, v in calibration.items()
+                    if k.startswith("coverage_") and v is not None)
+    ax.set_title(f"NLL {calibration.get('nll_raw', float('nan')):.2f} → {calibration.get('nll', float('nan')):.2f}, "
+                 f"ECE {calibration.get('ece_raw', float('nan')):.3f} → {calibration.get('ece', float('nan')):.3f}\n{cov}",
+                 fontsize=9)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, format="png")
+    return out_png

@@ -103,6 +103,18 @@ def _cell(v: Any, kind: str) -> str:
     return _num(v, kind)
 
 
+CI_KEYS = ("geoscore", "median_km")
+
+
+def _ci(metrics: Mapping[str, Any], key: str, kind: str) -> str:
+    """`` [low, high]`` after the headline metrics that carry a bootstrap interval."""
+    ci = metrics.get("ci") if isinstance(metrics, Mapping) else None
+    if key not in CI_KEYS or not isinstance(ci, Mapping) or key not in ci:
+        return ""
+    lo, hi = ci[key]
+    return f" [{_num(lo, kind)}, {_num(hi, kind)}]"
+
+
 def _text(x: Any) -> str:
     s = x if isinstance(x, str) else json.dumps(to_jsonable(x), ensure_ascii=False)
     return s.replace("|", "\\|").replace("\n", " ")
@@ -117,7 +129,7 @@ def _table(rows: list[tuple[list[str], Mapping[str, Any]]], lead: list[str], key
     header = lead + [c[1] for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(lead) + ["---:"] * len(cols)) + "|"]
     for cells, metrics in rows:
-        values = [_cell(_value(metrics, key), kind) for key, _, kind in cols]
+        values = [_cell(_value(metrics, key), kind) + _ci(metrics, key, kind) for key, _, kind in cols]
         lines.append("| " + " | ".join([_text(c) for c in cells] + values) + " |")
     return lines
 
@@ -142,6 +154,30 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["## Results", ""]
         lines += _table([([name], m) for name, m in methods.items()], ["method"])
         lines += [""]
+
+    comparisons = report.get("comparisons") or {}
+    if comparisons:
+        main = report.get("main_method", "the model")
+        lines += ["## Against the baselines", "", f"Paired on the same photos, `{main}`:", ""]
+        lines += [f"- {c['text']}" for c in comparisons.values() if isinstance(c, Mapping) and "text" in c]
+        lines += [""]
+
+    calib = report.get("calibration") or {}
+    if calib:
+        lines += ["## Calibration", "", "| | raw head | calibrated |", "|---|---:|---:|",
+                  f"| cell NLL | {_num(calib.get('nll_raw'), 'km')} | {_num(calib.get('nll'), 'km')} |",
+                  f"| top-cell ECE | {_num(calib.get('ece_raw'), 'pct')} | {_num(calib.get('ece'), 'pct')} |", ""]
+        for level in ("50", "90"):
+            if f"coverage_{level}" in calib:
+                lines.append(f"- the true location lies inside the {level}% radius for "
+                             f"{_num(calib[f'coverage_{level}'], 'pct')} of photos "
+                             f"({calib.get(f'zero_radius_{level}', 0)} radii of 0 km)")
+        lines += [""]
+
+    pooled = report.get("pooled") or {}
+    if pooled:
+        lines += ["## Pooled over all held-out places", ""]
+        lines += _table([([name], m) for name, m in pooled.items()], ["method"]) + [""]
 
     cv = report.get("cv") or {}
     folds = report.get("folds") or []

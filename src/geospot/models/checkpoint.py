@@ -7,6 +7,8 @@ Layout of a model directory::
     head.safetensors     GeoCellHead weights
     cells.json           the CellTable (written by CellTable.save)
     cells.safetensors
+    support.safetensors  where each cell's probability lies (clusters of its training
+                         places); absent in older models: cells' centroids + areas
     encoder.safetensors  only for a fine-tuned encoder
 
 `GeoModel.load` validates everything it reads and raises `CheckpointError`
@@ -35,6 +37,7 @@ CONFIG_FILE = "config.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"
 CELLS_FILES = ("cells.json", "cells.safetensors")
+SUPPORT_FILE = "support.safetensors"
 _PREDICT_BATCH = 8192
 
 
@@ -67,6 +70,9 @@ class GeoModel:
         mask: dict | None = None,
         encoder_state: dict[str, torch.Tensor] | None = None,
         normalize: bool | None = None,
+        support=None,
+        calibration=None,
+        estimate: str | None = None,
     ) -> None:
         if not isinstance(encoder_name, str) or not encoder_name:
             raise ValueError(f"GeoModel: encoder_name must be a non-empty string, got {encoder_name!r}")
@@ -87,6 +93,18 @@ class GeoModel:
         if normalize is None:
             normalize = bool((train_config or {}).get("normalize", True))
         self.normalize = bool(normalize)
+        self.support = support  # geospot.models.distribution.Support or None
+        self.calibration = calibration  # geospot.models.calibration.Calibration or None
+        self.estimate = estimate  # the default point estimate (None: the library default)
+        self._answers = None
+
+    def answer_context(self):
+        """The model's `AnswerContext` (calibration, support, estimates), built once."""
+        if self._answers is None:
+            from geospot.models.answer import AnswerContext
+
+            self._answers = AnswerContext(self.cells, self.support, self.calibration)
+        return self._answers
 
     @property
     def num_cells(self) -> int:
@@ -132,6 +150,9 @@ class GeoModel:
             "head": {**self.head.config(), "normalize": self.normalize},
             "cells": {"scheme": self.cells.scheme, "count": len(self.cells), "hash": self.cells.hash()},
             "mask": self.mask,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
+            "estimate": self.estimate,
+            "support": SUPPORT_FILE if self.support is not None else None,
             "train_config": self.train_config,
             "metrics": self.metrics,
         }
@@ -160,6 +181,10 @@ class GeoModel:
             if self.encoder_state is not None:
                 save_file(_contiguous(self.encoder_state), str(tmp / ENCODER_FILE), metadata={"format": "pt"})
             self.cells.save(tmp)
+            if self.support is not None:
+                from safetensors.numpy import save_file as save_numpy
+
+                save_numpy(self.support.to_arrays(), str(tmp / SUPPORT_FILE))
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -202,6 +227,7 @@ class GeoModel:
                 f"{want['hash'][:12]}… recorded in {root / CONFIG_FILE}; the cells were changed or belong to another model"
             )
 
+        support, calibration, estimate = _read_answer_parts(root, config, len(cells))
         encoder_state = None
         weights = config["encoder"].get("weights", "pretrained")
         if weights == ENCODER_FILE:
@@ -218,6 +244,9 @@ class GeoModel:
             mask=config.get("mask"),
             encoder_state=encoder_state,
             normalize=head_cfg["normalize"],
+            support=support,
+            calibration=calibration,
+            estimate=estimate,
         )
 
     def __repr__(self) -> str:
@@ -262,6 +291,36 @@ def _read_config(path: Path) -> dict[str, Any]:
     if head["embed_dim"] < 1 or head["num_cells"] < 1 or head["hidden"] < 0 or not 0 <= head["dropout"] < 1:
         raise CheckpointError(f"{path}: invalid head shape {head}")
     return config
+
+
+def _read_answer_parts(root: Path, config: dict, n_cells: int):
+    """Support points, calibration and default estimate (all optional: older models have none)."""
+    from geospot.models.answer import ESTIMATES
+    from geospot.models.calibration import Calibration
+    from geospot.models.distribution import Support
+
+    support = None
+    if config.get("support") is not None:
+        if config["support"] != SUPPORT_FILE:
+            raise CheckpointError(f"{root / CONFIG_FILE}: 'support' must be {SUPPORT_FILE!r} or null")
+        path = root / SUPPORT_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (the model's support points)")
+        try:
+            from safetensors.numpy import load_file as load_numpy
+
+            support = Support.from_arrays(load_numpy(str(path)))
+            support.check_cells(n_cells)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: corrupt or inconsistent support points: {exc}") from exc
+    try:
+        calibration = Calibration.from_dict(config.get("calibration")) if config.get("calibration") else None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{root / CONFIG_FILE}: bad 'calibration': {exc}") from exc
+    estimate = config.get("estimate")
+    if estimate is not None and estimate not in ESTIMATES:
+        raise CheckpointError(f"{root / CONFIG_FILE}: unknown 'estimate' {estimate!r}; known: {', '.join(ESTIMATES)}")
+    return support, calibration, estimate
 
 
 def _require(path: Path, obj: dict, key: str, kind, prefix: str = "") -> None:

@@ -191,12 +191,17 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
         hist["train_loss"].append(total / max(seen, 1))
         if val is None:
             best_epoch = epoch
+            if progress:
+                bar.write(f"epoch {epoch}/{cfg.epochs}: train loss {hist['train_loss'][-1]:.4f}", file=sys.stderr)
             continue
         v_loss, v_score, v_median = _validate(head, val, cells, cell_lat, cell_lon, cfg)
         hist["val_loss"].append(v_loss)
         hist["val_geoscore"].append(v_score)
         hist["val_median_km"].append(v_median)
         bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", val_geoscore=f"{v_score:.0f}")
+        if progress:
+            bar.write(f"epoch {epoch}/{cfg.epochs}: train loss {hist['train_loss'][-1]:.4f}, validation loss "
+                      f"{v_loss:.4f}, GeoScore {v_score:.0f}, median {v_median:.0f} km", file=sys.stderr)
         if v_score > best_score:
             best_score, best_epoch, bad_epochs = v_score, epoch, 0
             best_state = copy.deepcopy(head.state_dict())
@@ -210,6 +215,8 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
     head.eval()
     hist.update(best_epoch=int(best_epoch), epochs_run=len(hist["train_loss"]),
                 stopped_early=len(hist["train_loss"]) < cfg.epochs)
+    if hist["val_geoscore"]:
+        hist["best_val_geoscore"] = float(max(hist["val_geoscore"]))
     return head, hist
 
 

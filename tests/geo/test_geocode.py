@@ -37,6 +37,9 @@ def test_rome_is_italy_and_the_vatican_is_the_vatican():
     assert vatican.country_code == "VA" and vatican.city == "Vatican City"
     # Places just outside the Vatican: Rome, though the Vatican's GeoNames point may be nearer.
     assert country_codes([41.9031, 41.8986], [12.4663, 12.4731]).tolist() == ["IT", "IT"]  # Castel Sant'Angelo; Trastevere
+    # Other countries too small for 1:50m outlines: Monaco beside Nice, Gibraltar beside La Linea.
+    assert country_codes([43.7396, 43.70, 36.1408, 36.1681], [7.4276, 7.27, -5.3536, -5.3477]).tolist() == [
+        "MC", "FR", "GI", "ES"]
 
 
 # Croatian points 5-20 km from the Bosnian border whose nearest GeoNames town is Bosnian.

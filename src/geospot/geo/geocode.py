@@ -105,12 +105,12 @@ def _country_tree(gaz: _Gazetteer, code: str):
         return gaz.by_country[code]
 
 
-def _chord_to_km(chord: np.ndarray) -> np.ndarray:
-    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))
+def _km_to_chord(km: float) -> float:
+    return 2.0 * np.sin(km / (2.0 * EARTH_RADIUS_KM))
 
 
-def _nearest(lat, lon):
-    """(valid point indices, their xyz, nearest place index, its distance in km, gazetteer)."""
+def _valid(lat, lon):
+    """(valid point indices, their lat, lon, xyz, gazetteer)."""
     lat = np.asarray(lat, dtype=np.float64).reshape(-1)
     lon = np.asarray(lon, dtype=np.float64).reshape(-1)
     if lat.shape != lon.shape:
@@ -119,40 +119,62 @@ def _nearest(lat, lon):
         ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
     with _LOCK:  # one load per process even when threads race here
         gaz = _gazetteer()
-    xyz = latlon_to_xyz(lat[ok], lon[ok]) if ok.size else np.zeros((0, 3))
-    if ok.size == 0:
-        return ok, xyz, np.zeros(0, dtype=np.int64), np.zeros(0), gaz
-    chord, idx = gaz.tree.query(xyz)
-    return ok, xyz, np.asarray(idx, dtype=np.int64), _chord_to_km(np.asarray(chord)), gaz
+    return ok, lat[ok], lon[ok], latlon_to_xyz(lat[ok], lon[ok]).reshape(-1, 3), gaz
+
+
+def _nearest_place(gaz: _Gazetteer, xyz: np.ndarray, within_km: float = np.inf) -> np.ndarray:
+    """Index of the nearest place of each point; -1 where none lies within ``within_km``."""
+    if len(xyz) == 0:
+        return np.zeros(0, dtype=np.int64)
+    bound = _km_to_chord(within_km) if np.isfinite(within_km) else np.inf
+    _, idx = gaz.tree.query(xyz, distance_upper_bound=bound)
+    idx = np.asarray(idx, dtype=np.int64)
+    return np.where(idx < len(gaz.country_code), idx, -1)  # "none found" comes back as n
 
 
 @lru_cache(maxsize=1)
-def _outlined() -> frozenset:
+def _point_sized() -> tuple:
+    """(k-d tree, indices) of the places of countries without a 1:50m outline (Vatican City, Monaco, ...)."""
+    from scipy.spatial import cKDTree
+
     from .regions import list_countries
 
-    return frozenset(c["iso2"] for c in list_countries())
+    gaz = _gazetteer()
+    idx = np.flatnonzero(~np.isin(gaz.country_code, [c["iso2"] for c in list_countries()]))
+    return cKDTree(gaz.xyz[idx]), idx
 
 
-def _labels(lat, lon):
-    """(valid indices, xyz, nearest place, country code) of each valid point."""
+def _countries(lat, lon, xyz, gaz, nearest=None) -> np.ndarray:
+    """Country code of each valid point (see the module doc); ``nearest``: known nearest places."""
     from .regions import country_at
 
-    ok, xyz, idx, km, gaz = _nearest(lat, lon)
-    lat = np.asarray(lat, dtype=np.float64).reshape(-1)[ok]
-    lon = np.asarray(lon, dtype=np.float64).reshape(-1)[ok]
     code = country_at(lat, lon)
-    nearest_cc = gaz.country_code[idx]
-    no_outline = ~np.isin(nearest_cc, list(_outlined()))
-    use_place = ((code == "") & (km <= FALLBACK_KM)) | (no_outline & (km <= POINT_SIZED_KM))
-    code[use_place] = nearest_cc[use_place]
-    return ok, xyz, idx, code, gaz
+    # Countries without an outline, near one of their places that is also the nearest place.
+    tree, small = _point_sized()
+    _, j = tree.query(xyz, distance_upper_bound=_km_to_chord(POINT_SIZED_KM)) if len(xyz) else (None, [])
+    near = np.flatnonzero(np.asarray(j) < len(small))
+    if near.size:
+        candidate = small[np.asarray(j)[near]]
+        closest = nearest[near] if nearest is not None else _nearest_place(gaz, xyz[near])
+        near, candidate = near[closest == candidate], candidate[closest == candidate]
+        code[near] = gaz.country_code[candidate]
+    # Outside every outline: the nearest place's country, if it is close.
+    sea = np.flatnonzero(code == "")
+    if sea.size:
+        if nearest is None:
+            j = _nearest_place(gaz, xyz[sea], FALLBACK_KM)
+        else:
+            chord = np.linalg.norm(xyz[sea] - gaz.xyz[nearest[sea]], axis=1)
+            j = np.where(chord <= _km_to_chord(FALLBACK_KM), nearest[sea], -1)
+        code[sea[j >= 0]] = gaz.country_code[j[j >= 0]]
+    return code
 
 
 def country_codes(lat, lon) -> np.ndarray:
     """ISO 3166-1 alpha-2 country of each point (see the module doc); ``""`` at open sea or for bad input."""
     out = np.full(np.size(lat), "", dtype="<U2")
-    ok, _, _, code, _ = _labels(lat, lon)
-    out[ok] = code
+    ok, lat, lon, xyz, gaz = _valid(lat, lon)
+    out[ok] = _countries(lat, lon, xyz, gaz)
     return out
 
 
@@ -163,8 +185,8 @@ def geonames_country_codes(lat, lon) -> np.ndarray:
     town may be Bosnian) and at sea; use it to compare with OSV-5M numbers.
     """
     out = np.full(np.size(lat), "", dtype="<U2")
-    ok, _, idx, _, gaz = _nearest(lat, lon)
-    out[ok] = gaz.country_code[idx]
+    ok, _, _, xyz, gaz = _valid(lat, lon)
+    out[ok] = gaz.country_code[_nearest_place(gaz, xyz)]
     return out
 
 
@@ -173,7 +195,9 @@ def reverse_geocode(lat, lon) -> list[Place]:
     from .regions import country_name
 
     n = np.size(lat)
-    ok, xyz, idx, code, gaz = _labels(lat, lon)
+    ok, lat, lon, xyz, gaz = _valid(lat, lon)
+    idx = _nearest_place(gaz, xyz)
+    code = _countries(lat, lon, xyz, gaz, nearest=idx)
     # Region and city from the nearest place in the labelled country, never from across a border.
     local = idx.copy()
     for c in np.unique(code[(code != "") & (gaz.country_code[idx] != code)]).tolist():

@@ -37,7 +37,7 @@ def main() -> None:
 
     from geospot.geo import geocode, regions
 
-    _, t_outlines = _timed(lambda: (regions._countries(), regions._country_tree()))
+    _, t_outlines = _timed(lambda: (regions._countries(), regions._lookup_index()))
     _, t_gazetteer = _timed(geocode._gazetteer)
     size_kib = regions._asset_path().stat().st_size / 1024
 
@@ -50,16 +50,17 @@ def main() -> None:
     town_lon = np.degrees(np.arctan2(gaz.xyz[pick, 1], gaz.xyz[pick, 0])) + rng.normal(0, 0.1, n)
     towns = (np.clip(town_lat, -90, 90), (town_lon + 180) % 360 - 180)
 
+    parts, owner, *_, codes = regions._lookup_index()
+    tree = shapely.STRtree(parts)
     rows = []
     for label, (lat, lon) in (("uniform on the sphere", sphere), ("within ~10 km of towns", towns)):
-        tree, owner, codes = regions._country_tree()
         m = min(args.loop_points, n)
 
         def loop():
             out = []
             for a, b in zip(lat[:m].tolist(), lon[:m].tolist()):
                 hits = tree.query(shapely.Point(b, a), predicate="intersects")
-                out.append(codes[owner[hits[0]]] if len(hits) else "")
+                out.append(codes[owner[hits[-1]]] if len(hits) else "")
             return out
 
         base_out, base = _timed(loop)

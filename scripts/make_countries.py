@@ -10,7 +10,9 @@ needed to use Natural Earth"), as the TopoJSON ``countries-50m.json`` in npm's
     pip install pycountry                          # this script only
     python scripts/make_countries.py /tmp/world-atlas-2.0.2.tgz
 
-(``--scale 10m`` reads ``countries-10m.json`` instead: ~5x the points.)
+1:50m rather than the package's 1:10m: borders within ~1-2 km, at a fifth of the points
+(1:10m would also need ISO fixes for its extra disputed and leased areas, and its
+world-atlas copy is quantised to the same ~300 m grid).
 
 What the script does:
 - decodes the TopoJSON arcs. world-atlas 2 removed Natural Earth's cuts at
@@ -84,8 +86,7 @@ POINT_SIZED_KM2 = 15.0
 POLE_SNAP = 89.99
 
 
-def read_topology(source: Path, scale: str) -> dict:
-    name = f"countries-{scale}.json"
+def read_topology(source: Path, name: str = "countries-50m.json") -> dict:
     if source.suffix in (".tgz", ".gz"):
         with tarfile.open(source) as tar:
             return json.load(tar.extractfile(f"package/{name}"))
@@ -258,13 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     import shapely
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="world-atlas .tgz, its unpacked package folder, or a countries-*.json")
-    parser.add_argument("--scale", choices=("50m", "10m", "110m"), default="50m")
+    parser.add_argument("source", type=Path, help="world-atlas .tgz, its unpacked package folder, or countries-50m.json")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--decimals", type=int, default=4, help="coordinate decimals (4 = ~11 m)")
     args = parser.parse_args(argv)
 
-    topo = read_topology(args.source, args.scale)
+    topo = read_topology(args.source)
     arcs = decode_arcs(topo)
     places = geonames_places()
     features, ne_names, parts = [], {}, {}  # parts: iso3 -> [properties, geometries]
@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     names = {c.alpha_2: getattr(c, "common_name", None) or c.name for c in pycountry.countries}
     names.update({"XK": "Kosovo", **ne_names})
     meta = {
-        "source": f"Natural Earth 1:{args.scale} Admin 0 - Countries v4.1.0 (public domain), via npm "
-                  "world-atlas 2.0.2; cut at the antimeridian and split by scripts/make_countries.py",
+        "source": "Natural Earth 1:50m Admin 0 - Countries v4.1.0 (public domain), via npm world-atlas "
+                  "2.0.2; cut at the antimeridian and split by scripts/make_countries.py",
         "unit_deg": 10.0 ** -args.decimals,
         "iso_names": dict(sorted(names.items())),
     }

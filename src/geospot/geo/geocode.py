@@ -99,8 +99,12 @@ def _country_tree(gaz: _Gazetteer, code: str):
     from scipy.spatial import cKDTree
 
     with _LOCK:
+        if not gaz.by_country:  # places sorted by country once: each country is then a slice
+            order = np.argsort(gaz.country_code, kind="stable")
+            gaz.by_country[None] = (gaz.country_code[order], order)
         if code not in gaz.by_country:
-            idx = np.flatnonzero(gaz.country_code == code)
+            codes, order = gaz.by_country[None]
+            idx = order[np.searchsorted(codes, code, "left"):np.searchsorted(codes, code, "right")]
             gaz.by_country[code] = (cKDTree(gaz.xyz[idx]), idx) if idx.size else None
         return gaz.by_country[code]
 
@@ -207,12 +211,11 @@ def reverse_geocode(lat, lon) -> list[Place]:
             local[rows] = -1
         else:
             local[rows] = found[1][found[0].query(xyz[rows])[1]]
+    has_place = (code != "") & (local >= 0)
+    region = np.where(has_place, gaz.region[np.maximum(local, 0)], "").tolist()
+    city = np.where(has_place, gaz.city[np.maximum(local, 0)], "").tolist()
+    names = {c: country_name(c) if c else "" for c in np.unique(code).tolist()}
     places = [Place()] * n
-    names: dict[str, str] = {"": ""}
-    for k, c, j, g in zip(ok.tolist(), code.tolist(), local.tolist(), idx.tolist()):
-        if c not in names:
-            names[c] = country_name(c)
-        has_place = c != "" and j >= 0
-        places[k] = Place(c, names[c], gaz.region[j] if has_place else "", gaz.city[j] if has_place else "",
-                          str(gaz.country_code[g]))
+    for k, c, r, t, g in zip(ok.tolist(), code.tolist(), region, city, gaz.country_code[idx].tolist()):
+        places[k] = Place(c, names[c], r, t, g)
     return places

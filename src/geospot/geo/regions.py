@@ -196,15 +196,31 @@ def resolve_region(spec):
 
 
 @lru_cache(maxsize=1)
-def _country_tree():
-    """An STRtree over the single polygons (~1,600): Russia's or Fiji's parts have small boxes,
-    while the whole MultiPolygon's box spans every longitude."""
+def _lookup_index():
+    """The outlines' single polygons (~1,600, prepared), their owners, boxes, and a 1-degree grid
+    listing the polygons whose box overlaps each cell (CSR: ``cell_start``, ``cell_parts``).
+
+    Candidates from the grid need no shapely Point per query point, which cost
+    more than the exact tests; Russia or Fiji's parts each have a small box,
+    while the whole MultiPolygon's box spans every longitude.
+    """
     import shapely
 
     c = _countries()
     parts, owner = shapely.get_parts(np.array(c.geometries, dtype=object), return_index=True)
     shapely.prepare(parts)
-    return shapely.STRtree(parts), owner, np.array(c.iso2, dtype="<U2")
+    bounds = shapely.bounds(parts)
+    col = np.clip(np.floor(bounds[:, [0, 2]] + 180.0), 0, 359).astype(np.int64)
+    row = np.clip(np.floor(bounds[:, [1, 3]] + 90.0), 0, 179).astype(np.int64)
+    # Every (cell, polygon) pair of each polygon's block of cells, vectorised (~50k pairs).
+    ncols = col[:, 1] - col[:, 0] + 1
+    size = (row[:, 1] - row[:, 0] + 1) * ncols
+    ids = np.repeat(np.arange(len(parts)), size)
+    j = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size)
+    cells = (row[ids, 0] + j // ncols[ids]) * 360 + col[ids, 0] + j % ncols[ids]
+    order = np.argsort(cells, kind="stable")
+    cell_start = np.searchsorted(cells[order], np.arange(360 * 180 + 1))
+    return parts, owner, bounds, cell_start, ids[order], np.array(c.iso2, dtype="<U2")
 
 
 def country_index(lat, lon) -> np.ndarray:
@@ -222,16 +238,24 @@ def country_index(lat, lon) -> np.ndarray:
         ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
     if ok.size == 0:
         return out
-    tree, owner, _ = _country_tree()
-    # Box candidates from the tree, then one vectorised exact test per polygon on its candidate
-    # points (prepared geometries): ~10x faster than the tree's own predicate query.
-    point_idx, part_idx = tree.query(shapely.points(lon[ok], lat[ok]))
+    parts, owner, bounds, cell_start, cell_parts, _ = _lookup_index()
+    cell = (np.minimum(np.floor(lat[ok] + 90.0), 179).astype(np.int64) * 360
+            + np.minimum(np.floor(lon[ok] + 180.0), 359).astype(np.int64))
+    # Every (point, polygon listed in its cell) pair, kept where the polygon's box holds the point.
+    first, count = cell_start[cell], cell_start[cell + 1] - cell_start[cell]
+    point_idx = np.repeat(ok, count)
+    ends = np.cumsum(count)
+    part_idx = cell_parts[np.arange(ends[-1] if ends.size else 0) - np.repeat(ends - count - first, count)]
+    x, y, box = lon[point_idx], lat[point_idx], bounds[part_idx]
+    keep = (x >= box[:, 0]) & (x <= box[:, 2]) & (y >= box[:, 1]) & (y <= box[:, 3])
+    point_idx, part_idx = point_idx[keep], part_idx[keep]
+    # Then one vectorised exact test per polygon on its candidate points.
     order = np.argsort(part_idx, kind="stable")
-    point_idx, part_idx = ok[point_idx[order]], part_idx[order]
-    parts, starts = np.unique(part_idx, return_index=True)
-    for part, a, b in zip(parts.tolist(), starts.tolist(), [*starts[1:].tolist(), part_idx.size]):
+    point_idx, part_idx = point_idx[order], part_idx[order]
+    uniq, starts = np.unique(part_idx, return_index=True)
+    for part, a, b in zip(uniq.tolist(), starts.tolist(), [*starts[1:].tolist(), part_idx.size]):
         pts = point_idx[a:b]
-        hit = shapely.intersects_xy(tree.geometries[part], lon[pts], lat[pts])
+        hit = shapely.intersects_xy(parts[part], lon[pts], lat[pts])
         out[pts[hit]] = owner[part]  # a point on a border gets the last of its countries
     return out
 
@@ -246,6 +270,6 @@ def country_at(lat, lon) -> np.ndarray:
     """
     lat, lon = np.broadcast_arrays(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64))
     idx = country_index(lat, lon)
-    codes = _country_tree()[2]
+    codes = _lookup_index()[-1]
     out = np.where(idx >= 0, codes[np.maximum(idx, 0)], "")
     return out.astype("<U2").reshape(lat.shape)

@@ -53,7 +53,12 @@ def test_country_polygons_for_maps():
     assert (lon_min, lat_min, lon_max) == (-180.0, -90.0, 180.0) and lat_max > 83
     # Land is about 29% of the sphere; in lon/lat degrees (poles stretched) about a third of the plane.
     assert 0.25 < world.area / (360 * 180) < 0.4
-    assert not shapely.intersects(polygons[0]["geometry"], polygons[1]["geometry"])
+    # Outlines do not overlap (split-off and merged parts went to exactly one entry) ...
+    assert sum(p["geometry"].area for p in polygons) == pytest.approx(world.area, rel=1e-4)
+    # ... and every polygon off Antarctica was cut at the antimeridian (none wraps the globe).
+    parts = shapely.get_parts([p["geometry"] for p in polygons if p["iso2"] != "AQ"])
+    widths = shapely.bounds(parts)[:, 2] - shapely.bounds(parts)[:, 0]
+    assert widths.max() < 180
 
 
 def test_country_geometry_by_name_and_codes():

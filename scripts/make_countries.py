@@ -76,6 +76,8 @@ NO_ISO_ID = {
     # below (PART_CODES); this code is only the fallback.
     "Indian Ocean Ter.": ("CX", "CXR"),
 }
+# Entries that share their country's ISO-3 and so merge into its entry (under its name).
+ABSORBED = ("Siachen Glacier", "Ashmore and Cartier Is.")
 # Entries whose parts get a code by a rule: name -> function(representative lon, lat) -> iso2.
 PART_CODES = {"Indian Ocean Ter.": lambda lon, lat: "CX" if lon > 100.0 else "CC"}
 # Outlines under this area (at 1:50m: Vatican City, Monaco) are displaced by more than their own
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     for g in entries:
         name = g["properties"]["name"]
         iso2, iso3, aliases = iso_of(name, g.get("id"))
-        if name not in ("N. Cyprus", "Somaliland", "Siachen Glacier", "Ashmore and Cartier Is."):
+        if name not in ("N. Cyprus", "Somaliland", *ABSORBED):
             ne_names.setdefault(iso2, name)
         for code, geom in split_parts(name, iso2, feature_geometry(arcs, g), places, entry_codes).items():
             props = {"name": name, "iso2": iso2, "iso3": iso3, "aliases": aliases}
@@ -281,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                 c = pycountry.countries.get(alpha_2=code)
                 props = {"name": getattr(c, "common_name", None) or c.name, "iso2": code, "iso3": c.alpha_3,
                          "aliases": sorted({c.name} - {getattr(c, "common_name", None)})}
-            parts.setdefault(props["iso3"], [props, []])[1].append(geom)
+            slot = parts.setdefault(props["iso3"], [props, []])
+            slot[1].append(geom)
+            if slot[0]["name"] in ABSORBED:  # the country's own entry names the merged one
+                slot[0] = props
     merged = {iso3: shapely.union_all(geoms) for iso3, (_, geoms) in parts.items()}
     for iso3 in [k for k, g in merged.items() if area_km2(g) < POINT_SIZED_KM2]:
         # Displaced by more than its own size: give the outline to the neighbour sharing most of

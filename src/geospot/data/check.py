@@ -72,7 +72,7 @@ def _country_codes(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray | None,
     try:
         from geospot.geo.geocode import country_codes
 
-        return np.asarray(country_codes(lat, lon), dtype=object), "reverse geocoding (GeoNames)"
+        return np.asarray(country_codes(lat, lon), dtype=object), "country outlines (Natural Earth 1:50m; GeoNames by the coast)"
     except ImportError:
         pass
     try:
@@ -179,7 +179,7 @@ def check_dataset(
     """Check a manifest (a `Manifest`, a DataFrame or a manifest path) and return a report dict.
 
     `region`: flag rows more than `region_tolerance_km` outside it (the country
-    outlines are 1:110m, hence the tolerance). `cells` (a `CellTable`) or
+    outlines are 1:50m, off by 1-2 km on coasts, hence the tolerance). `cells` (a `CellTable`) or
     `s2_level`: counts per cell. `decode=False` only checks that files exist.
     `near_duplicates=True` hashes every decodable image (see `geospot.data.dedup`).
     Every listed row carries its line number in the manifest (`row`) and `path`.

@@ -15,8 +15,9 @@ The report dict (everything but ``title`` and ``methods`` optional)::
 
 Metric keys shown in tables (others stay in the JSON only): ``n``,
 ``median_km``, ``mean_km``, ``acc_{1,25,200,750,2500}km`` (fractions, shown as
-%), ``geoscore``, ``top1``/``top5`` (cell top-k, fractions) and ``country_acc``
-(a fraction, or the dict :func:`geospot.eval.metrics.accuracy` returns).
+%), ``geoscore``, ``top1``/``top5`` (cell top-k, fractions), ``country_acc`` and
+``country_acc_geonames`` (OSV-5M's nearest-town definition) (fractions, or the
+dict :func:`geospot.eval.metrics.accuracy` returns).
 A column appears only when some row has it. Formatting is fixed, so the same
 report dict always gives the same bytes.
 """
@@ -44,6 +45,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("top1", "cell top-1", "pct"),
     ("top5", "cell top-5", "pct"),
     ("country_acc", "country acc", "pct"),
+    ("country_acc_geonames", "country acc (GeoNames)", "pct"),  # OSV-5M's definition
 ]
 COUNTRY_COLUMNS = ["n", "median_km", "acc_25km", "acc_200km", "acc_750km", "geoscore", "country_acc"]
 

@@ -5,7 +5,7 @@ from geospot.eval.report import COLUMNS as REPORT_COLUMNS
 
 # The report's columns (same keys and number kinds), with headers short enough for a terminal.
 _SHORT = {"median_km": "median km", "mean_km": "mean km", "geoscore": "GeoScore", "top1": "cell@1",
-          "top5": "cell@5", "country_acc": "country"}
+          "top5": "cell@5", "country_acc": "country", "country_acc_geonames": "country(GN)"}
 COLUMNS = [(key, _SHORT.get(key, header.replace("acc", "").replace(" ", "")), kind)
            for key, header, kind in REPORT_COLUMNS if key != "n"]
 

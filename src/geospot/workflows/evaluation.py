@@ -158,7 +158,8 @@ def eval_notes(fuse: str, have_recipe: bool) -> list[str]:
             "probs": "Views of one place are fused by averaging their cell probabilities; metrics are per place.",
             "none": "Every image is scored on its own (intervals resample whole places).",
         }[fuse],
-        "Country accuracy compares the countries (point in polygon) of the prediction and the truth.",
+        "Country accuracy compares the countries (Natural Earth 1:50m outlines) of the prediction and the truth; "
+        "country acc (GeoNames) uses the nearest GeoNames town's country instead, as OSV-5M does.",
     ]
     if not have_recipe:
         notes.append("The article-recipe baseline needs training data: pass --train MANIFEST to add it.")

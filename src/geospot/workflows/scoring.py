@@ -108,9 +108,10 @@ def score_methods(methods: dict[str, Predictions], true_lat, true_lon, cells=Non
 
     true_cc = None
     if countries:
-        from geospot.geo.geocode import country_codes
+        from geospot.geo.geocode import country_codes, geonames_country_codes
 
         true_cc = country_codes(true_lat, true_lon)
+        true_gn = geonames_country_codes(true_lat, true_lon)
     true_cell = cells.assign(true_lat, true_lon, nearest=True) if cells is not None else None
     results, errors = {}, {}
     for name, p in methods.items():
@@ -119,6 +120,8 @@ def score_methods(methods: dict[str, Predictions], true_lat, true_lon, cells=Non
             m.update(topk_accuracy(p.probs, true_cell, ks=(1, 5)))
         if true_cc is not None:
             m["country_acc"] = accuracy(country_codes(p.lat, p.lon), true_cc)["accuracy"]
+            # OSV-5M's definition (nearest GeoNames town's country), for comparison with published numbers.
+            m["country_acc_geonames"] = accuracy(geonames_country_codes(p.lat, p.lon), true_gn)["accuracy"]
         e = haversine_km(p.lat, p.lon, true_lat, true_lon)
         m["ci"] = error_metric_cis(e, groups=groups, seed=seed)
         results[name] = m

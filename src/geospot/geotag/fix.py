@@ -8,6 +8,7 @@ the resolution of the EXIF rationals we write. Everything geospot writes
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 
 # 1 unit = 1e-4 arc second
@@ -68,12 +69,12 @@ def to_dms_rationals(value: float) -> tuple[tuple[int, int], tuple[int, int], tu
 
 def from_dms_rationals(parts, ref: str | None) -> float | None:
     """((num, den) x 3, 'N'/'S'/'E'/'W') -> signed degrees; None for zero denominators."""
-    total = 0.0
-    for (num, den), scale in zip(parts, (1.0, 60.0, 3600.0)):
+    total = Fraction(0)
+    for (num, den), scale in zip(parts, (1, 60, 3600)):
         if den == 0:
             return None
-        total += num / den / scale
-    return -total if ref in ("S", "W") else total
+        total += Fraction(num, den * scale)  # exact: a quantised value reads back bit for bit
+    return -float(total) if ref in ("S", "W") else float(total)
 
 
 def to_xmp_coord(value: float, positive: str, negative: str) -> str:

@@ -99,23 +99,25 @@ def write_fix(photo: str | Path, fix: GpsFix, *, method: str, log: ChangeLog | N
         real = Path(os.path.realpath(photo))  # write through symlinks, never replace the link
         if not real.is_file():
             return Outcome(name, "failed", "no such file")
+        # file times first: any read below (GPS checks) may bump the access time we keep
+        sc = sidecar_path(real, sidecar_style)
+        st = (sc if method == "sidecar" else real).stat() if method == "exif" or sc.is_file() else None
         if not overwrite:
             where = existing_gps(real, sidecar_style)
             if where:
                 return Outcome(name, "has-gps", f"already has GPS ({where})")
         if method == "exif":
-            return _write_exif(name, real, fix, log, dry_run, keep_times)
-        return _write_sidecar(name, real, fix, log, sidecar_style, overwrite, dry_run, keep_times)
+            return _write_exif(name, real, st, fix, log, dry_run, keep_times)
+        return _write_sidecar(name, real, sc, st, fix, log, overwrite, dry_run, keep_times)
     except (JpegError, SidecarError) as exc:
         return Outcome(name, "failed", str(exc))
     except OSError as exc:
         return Outcome(name, "failed", exc.strerror or str(exc))
 
 
-def _write_exif(name, real: Path, fix, log, dry_run, keep_times) -> Outcome:
+def _write_exif(name, real: Path, st, fix, log, dry_run, keep_times) -> Outcome:
     from geospot.geotag.jpeg import gps_splice
 
-    st = real.stat()  # before reading: reading may bump atime
     old = real.read_bytes()
     splice = gps_splice(old, fix)
     new = splice.apply(old)
@@ -125,14 +127,14 @@ def _write_exif(name, real: Path, fix, log, dry_run, keep_times) -> Outcome:
     log.record({"action": "exif", "photo": str(real), "target": str(real), "sha256_before": sha256(old),
                 "sha256_after": sha256(new), "offset": splice.offset, "new_len": len(splice.new),
                 "mtime_ns": st.st_mtime_ns, "atime_ns": st.st_atime_ns, **_fix_fields(fix)}, backup=splice.old)
-    atomic_write(real, new, times_ns=(st.st_atime_ns, st.st_mtime_ns) if keep_times else None)
-    if sha256(real.read_bytes()) != sha256(new):
+    times = (st.st_atime_ns, st.st_mtime_ns) if keep_times else None
+    atomic_write(real, new, times_ns=times)
+    if not _on_disk(real, new, times):
         return Outcome(name, "failed", "file on disk does not match what was written", str(real))
     return Outcome(name, "written", "EXIF GPS", str(real))
 
 
-def _write_sidecar(name, real: Path, fix, log, style, overwrite, dry_run, keep_times) -> Outcome:
-    sc = sidecar_path(real, style)
+def _write_sidecar(name, real: Path, sc: Path, st, fix, log, overwrite, dry_run, keep_times) -> Outcome:
     old = sc.read_bytes() if sc.is_file() else None
     if old is None:
         text = new_sidecar(fix)
@@ -144,16 +146,24 @@ def _write_sidecar(name, real: Path, fix, log, style, overwrite, dry_run, keep_t
         raise SidecarError("internal error: sidecar GPS does not read back as written")
     if dry_run:
         return Outcome(name, "would-write", f"sidecar {sc.name}", str(sc))
-    st = sc.stat() if old is not None else None
+    st = st if old is not None else None
     log.record({"action": "sidecar-edit" if old is not None else "sidecar-new", "photo": str(real), "target": str(sc),
                 "sha256_before": sha256(old) if old is not None else "", "sha256_after": sha256(new),
                 "mtime_ns": st.st_mtime_ns if st else "", "atime_ns": st.st_atime_ns if st else "",
                 **_fix_fields(fix)}, backup=old)
     times = (st.st_atime_ns, st.st_mtime_ns) if (st is not None and keep_times) else None
     atomic_write(sc, new, times_ns=times)
-    if sha256(sc.read_bytes()) != sha256(new):
+    if not _on_disk(sc, new, times):
         return Outcome(name, "failed", "sidecar on disk does not match what was written", str(sc))
     return Outcome(name, "written", f"sidecar {sc.name}", str(sc))
+
+
+def _on_disk(path: Path, data: bytes, times: tuple[int, int] | None) -> bool:
+    """Read the file back; then restore its times (reading it bumped the access time)."""
+    ok = path.read_bytes() == data
+    if times is not None:
+        os.utime(path, ns=times)
+    return ok
 
 
 def _fix_fields(fix: GpsFix) -> dict:

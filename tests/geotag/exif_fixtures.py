@@ -77,12 +77,13 @@ def build_tiff(endian: str = "<", gps: dict | None = None, pad_to: int = 0, date
     assert len(out) == gps_at
     if gps:
         d, m, sn, sd = gps["lat"]
+        rational = 10 if gps.get("signed") else 5  # SRATIONAL, as some phones write
         values = [(1, 2, 2, gps["ref"].encode() + b"\x00"),
-                  (2, 5, 3, struct.pack(e + "IIIIII", d, 1, m, 1, sn, sd)),
+                  (2, rational, 3, struct.pack(e + "IIIIII", d, 1, m, 1, sn, sd)),
                   (6, 5, 1, struct.pack(e + "II", int(gps["alt"] * 10), 10))]
         if gps.get("lon"):  # without it: a GPS IFD with no usable position (lat + altitude only)
             d2, m2, sn2, sd2 = gps["lon"]
-            values += [(3, 2, 2, b"E\x00"), (4, 5, 3, struct.pack(e + "IIIIII", d2, 1, m2, 1, sn2, sd2))]
+            values += [(3, 2, 2, b"E\x00"), (4, rational, 3, struct.pack(e + "IIIIII", d2, 1, m2, 1, sn2, sd2))]
         out += pack_ifd(e, sorted(values), gps_at)
     if pad_to > len(out):
         out += b"\x00" * (pad_to - len(out))

@@ -98,6 +98,13 @@ def test_existing_gps_pointer_patched_in_place_and_other_gps_tags_kept():
     assert gps[6] == 250.5  # the camera's altitude carried over
 
 
+def test_signed_rational_gps_is_read():
+    tiff = build_tiff(">", gps={"lat": (60, 8, 4814, 100), "ref": "N", "alt": 1.0, "lon": (24, 54, 2438, 100),
+                                "signed": True})
+    back = read_exif_gps(jpeg_bytes(tiff))
+    assert back["lat"] == pytest.approx(60 + 8 / 60 + 48.14 / 3600) and back["lon"] > 24
+
+
 @pytest.mark.parametrize("lat,lon", [(90.0, 180.0), (-90.0, -180.0), (0.0, -0.00001), (-0.0000001, 179.9999999),
                                      (51.4778, -0.0015)])
 def test_poles_antimeridian_and_hemispheres_round_trip(lat, lon):

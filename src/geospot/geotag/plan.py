@@ -53,6 +53,7 @@ class Proposal:
     def to_row(self) -> dict:
         row = asdict(self)
         row.pop("extra")
+        row["path"] = os.path.abspath(self.path)  # the reviewed CSV applies from any folder
         row["decision"] = "write" if self.status == "propose" else "skip"
         return row
 
@@ -118,6 +119,7 @@ def plan(files: Sequence[str], predict: Callable, *, max_radius_km: float | None
          progress: bool = False) -> list[Proposal]:
     """One Proposal per input photo, in input order."""
     props = {f: Proposal(f, "failed") for f in files}
+    done_targets = {t for t, _ in done} if done else set()
     todo = []
     for f in files:
         p = props[f]
@@ -125,7 +127,7 @@ def plan(files: Sequence[str], predict: Callable, *, max_radius_km: float | None
             p.method = write_method(f, force_sidecar)
             real = os.path.realpath(f)
             target = real if p.method == "exif" else str(sidecar_path(real, sidecar_style))
-            if done and (target, sha256_file(target)) in done:
+            if target in done_targets and (target, sha256_file(target)) in done:  # hash only logged files
                 p.status, p.reason = "done", "already geotagged (per the log)"
                 continue
             where = None if overwrite else existing_gps(f, sidecar_style)

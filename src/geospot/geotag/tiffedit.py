@@ -25,7 +25,7 @@ from geospot.geotag.fix import GpsFix, from_dms_rationals, to_dms_rationals
 GPS_IFD_TAG = 0x8825
 # bytes per value of each TIFF field type (1 BYTE .. 13 IFD)
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
-BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED = 1, 2, 3, 4, 5, 7
+BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL = 1, 2, 3, 4, 5, 7, 10
 # GPS tags geospot sets (others already in a GPS IFD are carried over)
 GPS_VERSION, LAT_REF, LAT, LON_REF, LON, MAP_DATUM, PROCESSING_METHOD, H_ERROR = 0, 1, 2, 3, 4, 0x12, 0x1B, 0x1F
 OURS = {GPS_VERSION, LAT_REF, LAT, LON_REF, LON, MAP_DATUM, PROCESSING_METHOD, H_ERROR}
@@ -110,7 +110,8 @@ class TiffBlock:
 
     def _rationals(self, entry: Entry) -> list[tuple[int, int]]:
         raw = self.value(entry)
-        return [struct.unpack_from(self.e + "II", raw, 8 * k) for k in range(entry.count)]
+        fmt = self.e + ("ii" if entry.type == SRATIONAL else "II")  # some phones write signed rationals
+        return [struct.unpack_from(fmt, raw, 8 * k) for k in range(entry.count)]
 
     def _text(self, entry: Entry) -> str:
         raw = self.value(entry)
@@ -122,14 +123,14 @@ class TiffBlock:
         """{'lat', 'lon', 'radius_m', 'method'} from the GPS IFD, or None without a usable position."""
         try:
             tags = {e.tag: e for e in self.gps_entries()}
-            if LAT not in tags or LON not in tags or tags[LAT].type != RATIONAL or tags[LON].type != RATIONAL:
+            if LAT not in tags or LON not in tags or {tags[LAT].type, tags[LON].type} - {RATIONAL, SRATIONAL}:
                 return None
             lat_ref = self._text(tags[LAT_REF]) if LAT_REF in tags else "N"
             lon_ref = self._text(tags[LON_REF]) if LON_REF in tags else "E"
             lat = from_dms_rationals(self._rationals(tags[LAT])[:3], lat_ref)
             lon = from_dms_rationals(self._rationals(tags[LON])[:3], lon_ref)
             radius = None
-            if H_ERROR in tags and tags[H_ERROR].type == RATIONAL:
+            if H_ERROR in tags and tags[H_ERROR].type in (RATIONAL, SRATIONAL):
                 num, den = self._rationals(tags[H_ERROR])[0]
                 radius = num / den if den else None
             method = self._text(tags[PROCESSING_METHOD]) if PROCESSING_METHOD in tags else ""
@@ -142,9 +143,16 @@ class TiffBlock:
 
 def _pack_entries(e: str, entries: list[Entry], next_offset: int) -> bytes:
     body = struct.pack(e + "H", len(entries))
-    for entry in sorted(entries, key=lambda x: x.tag):  # TIFF requires ascending tags
+    for entry in entries:
         body += struct.pack(e + "HHI", entry.tag, entry.type, entry.count) + entry.field
     return body + struct.pack(e + "I", next_offset)
+
+
+def _insert_sorted(entries: list[Entry], new: Entry) -> list[Entry]:
+    """Insert before the first larger tag: ascending stays ascending (as TIFF wants), and a
+    camera's unsorted IFD keeps its own order (readers that take the first duplicate agree)."""
+    at = next((i for i, x in enumerate(entries) if x.tag > new.tag), len(entries))
+    return entries[:at] + [new] + entries[at:]
 
 
 def _gps_values(fix: GpsFix, e: str) -> list[tuple[int, int, int, bytes]]:
@@ -185,7 +193,7 @@ def build_gps_ifd(fix: GpsFix, e: str, at: int, keep: list[Entry] = ()) -> bytes
             field = struct.pack(e + "I", data_at + len(blob))
             blob += raw + (b"\x00" if len(raw) % 2 else b"")  # keep values word aligned
         entries.append(Entry(tag, typ, count, field))
-    return _pack_entries(e, entries, 0) + blob
+    return _pack_entries(e, sorted(entries, key=lambda x: x.tag), 0) + blob
 
 
 def add_gps(tiff: bytes, fix: GpsFix) -> bytes:
@@ -209,7 +217,7 @@ def add_gps(tiff: bytes, fix: GpsFix) -> bytes:
             out += b"\x00"
         ifd0_at = len(out)
         pointer = Entry(GPS_IFD_TAG, LONG, 1, struct.pack(e + "I", gps_at))
-        out += _pack_entries(e, block.ifd0 + [pointer], block.ifd0_next)
+        out += _pack_entries(e, _insert_sorted(block.ifd0, pointer), block.ifd0_next)
         struct.pack_into(e + "I", out, 4, ifd0_at)
     return bytes(out)
 

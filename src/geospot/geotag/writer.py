@@ -20,6 +20,16 @@ from geospot.geotag.jpeg import JpegError, is_jpeg, read_exif_gps, segments, xmp
 from geospot.geotag.xmp import SidecarError, edited_sidecar, gps_values, new_sidecar, read_sidecar_gps, sidecar_path
 
 SIDECAR_STYLES = ("ext", "stem")
+# camera RAW files: never edited, located only through --apply (geospot cannot decode them)
+RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
+                  ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".rwl", ".erf", ".kdc", ".dcr", ".mrw", ".mos"}
+
+
+def is_photo_name(path: str | Path) -> bool:
+    """A file type a sidecar makes sense for (an image or camera RAW extension)."""
+    from geospot.predict import IMAGE_EXTENSIONS
+
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS | RAW_EXTENSIONS
 
 
 @dataclass
@@ -43,14 +53,12 @@ def existing_gps(path: str | Path, sidecar_style: str = "ext") -> str | None:
 
     Looks in EXIF (JPEG: our parser; others: Pillow), embedded XMP of JPEGs, and
     both sidecar names, so a photo located by any tool is left alone."""
-    from geospot.data.images import ImageError, read_gps_exif
-
     p = Path(path)
     with open(p, "rb") as fh:
         head = fh.read(3)
     if is_jpeg(head):
         data = p.read_bytes()
-        if read_exif_gps(data):
+        if read_exif_gps(data) or _pillow_gps(p):  # two readers: when in doubt, the photo has GPS
             return "EXIF"
         try:
             for packet in xmp_packets(data):
@@ -58,12 +66,8 @@ def existing_gps(path: str | Path, sidecar_style: str = "ext") -> str | None:
                     return "embedded XMP"
         except JpegError:
             pass
-    else:
-        try:
-            if read_gps_exif(p):
-                return "EXIF"
-        except ImageError:
-            pass
+    elif _pillow_gps(p):
+        return "EXIF"
     for style in SIDECAR_STYLES:
         sc = sidecar_path(p, style)
         try:
@@ -72,6 +76,15 @@ def existing_gps(path: str | Path, sidecar_style: str = "ext") -> str | None:
         except SidecarError:
             continue
     return None
+
+
+def _pillow_gps(path: Path):
+    from geospot.data.images import ImageError, read_gps_exif
+
+    try:
+        return read_gps_exif(path)
+    except ImageError:
+        return None
 
 
 def _safe_gps_values(xml: bytes) -> list[dict]:
@@ -106,6 +119,8 @@ def write_fix(photo: str | Path, fix: GpsFix, *, method: str, log: ChangeLog | N
             where = existing_gps(real, sidecar_style)
             if where:
                 return Outcome(name, "has-gps", f"already has GPS ({where})")
+        if method == "sidecar" and not is_photo_name(real):
+            return Outcome(name, "failed", "not a photo (unknown file type); no sidecar written")
         if method == "exif":
             return _write_exif(name, real, st, fix, log, dry_run, keep_times)
         return _write_sidecar(name, real, sc, st, fix, log, overwrite, dry_run, keep_times)

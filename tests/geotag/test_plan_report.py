@@ -33,7 +33,8 @@ class FakePredictor:
     def _result(self, paths):
         return {"path": paths[0], "paths": list(paths), "lat": 10.0 + len(paths), "lon": -20.0,
                 "radius_km": {"50": self.radius90 / 3, "90": self.radius90},
-                "top_cells": [{"id": "c", "prob": self.prob, "lat": 0, "lon": 0}], "country": "X"}
+                "top_cells": [{"id": "c", "prob": self.prob, "lat": 10.0, "lon": -20.0},  # neighbours ~11 km apart
+                              {"id": "d", "prob": 1 - self.prob, "lat": 10.1, "lon": -20.0}], "country": "X"}
 
     def __call__(self, paths, same_place):
         self.calls.append((list(paths), same_place))
@@ -149,3 +150,33 @@ def test_done_per_log_skips_without_model(tmp_path, style):
     props = plan([f], fake, overwrite=True, force_sidecar=True, sidecar_style=style, done=log.done())
     assert props[0].status == "done" and fake.calls == []
     assert os.path.exists(tmp_path / ("a.jpg.xmp" if style == "ext" else "a.xmp"))
+
+
+def test_broken_files_do_not_stop_the_plan(tmp_path):
+    from geospot.testing import make_bad_files
+
+    bad = make_bad_files(tmp_path / "bad")
+    files = [str(p) for p in bad.values()]
+    fake = FakePredictor(broken=[str(bad[n]) for n in ("zero_byte", "truncated_jpeg", "text_as_jpg")])
+    props = plan(files, fake)
+    assert len(props) == len(files)
+    by_name = {Path(p.path).name: p for p in props}
+    assert by_name["truncated.jpg"].status == "failed" and by_name["text.jpg"].status == "failed"
+    assert by_name["cmyk.jpg"].status == "propose"
+
+
+def test_radius_never_smaller_than_the_top_cell():
+    from geospot.geotag.plan import HALF_CIRCUMFERENCE_KM, Proposal, _fill, cell_floor_km
+
+    near = [{"lat": 0.0, "lon": 179.9, "prob": 0.95}, {"lat": 0.0, "lon": -179.9, "prob": 0.03},
+            {"lat": 40.0, "lon": 0.0, "prob": 0.02}]
+    assert cell_floor_km(near) == pytest.approx(11.1, abs=0.1)  # across the antimeridian, not around the world
+    assert cell_floor_km(near[:1]) == HALF_CIRCUMFERENCE_KM
+    # a model 95% sure of one cell reports a 0 km radius; geotag gates on the cell's half-width instead
+    result = {"lat": 0.0, "lon": 179.9, "radius_km": {"50": 0.0, "90": 0.0}, "top_cells": near}
+    p = Proposal("x.jpg", "failed")
+    _fill(p, result, max_radius_km=5.0, min_prob=0.0)
+    assert p.status == "below-gate" and p.radius90_km == pytest.approx(11.1, abs=0.1) and "top cell" in p.reason
+    p = Proposal("x.jpg", "failed")
+    _fill(p, result, max_radius_km=20.0, min_prob=0.0)
+    assert p.status == "propose"

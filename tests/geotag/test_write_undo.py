@@ -215,3 +215,17 @@ def test_exiftool_reads_sidecar(tmp_path):
     assert float(row["GPSLatitude"]) == pytest.approx(-12.5, abs=1e-9)
     assert float(row["GPSLongitude"]) == pytest.approx(-77.25, abs=1e-9)
     assert row["GPSHPositioningError"] == "900" and row["GPSProcessingMethod"] == "geospot m"
+
+
+def test_raw_gets_a_sidecar_and_non_photos_get_none(tmp_path):
+    raw = tmp_path / "IMG_0001.CR2"
+    raw.write_bytes(b"II*\x00" + b"\x00" * 64)  # TIFF-based RAW: never edited
+    log = ChangeLog(tmp_path / "log.csv")
+    assert write_method(raw) == "sidecar"
+    assert write_fix(raw, FIX, method="sidecar", log=log).status == "written"
+    assert (tmp_path / "IMG_0001.CR2.xmp").is_file()
+    assert write_fix(raw, FIX, method="sidecar", log=log, sidecar_style="stem").status == "has-gps"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    out = write_fix(notes, FIX, method="sidecar", log=log)
+    assert out.status == "failed" and "not a photo" in out.message and not (tmp_path / "notes.txt.xmp").exists()

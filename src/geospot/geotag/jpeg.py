@@ -100,7 +100,10 @@ def exif_segment(data: bytes, segs: list[Segment] | None = None) -> Segment | No
 
 def read_exif_gps(data: bytes) -> dict | None:
     """GPS position in the JPEG's EXIF ({'lat', 'lon', 'radius_m', 'method'}) or None."""
-    seg = exif_segment(data)
+    try:
+        seg = exif_segment(data)
+    except JpegError:  # broken headers: no readable position (and no write will be attempted)
+        return None
     if seg is None:
         return None
     try:

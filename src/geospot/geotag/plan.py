@@ -98,15 +98,40 @@ def group_photos(files: Sequence[str], grouping: str | None, gap_minutes: float 
     return out + [(f, [f]) for _, f in untimed]
 
 
+HALF_CIRCUMFERENCE_KM = 20015.1
+
+
+def cell_floor_km(top_cells: list[dict]) -> float:
+    """Half the distance from the top cell's centroid to the nearest other candidate cell.
+
+    The model's confidence radius counts each cell at its centroid, so when one
+    cell holds 90% of the probability the radius is ~0 km however large that
+    cell is. Cells tile the map, so the nearest other cell among the top k is
+    at least a neighbour: half that distance approximates the top cell's
+    half-width (larger when the candidates are far apart: the safe side)."""
+    from geospot.geo.distance import haversine_km
+
+    if len(top_cells) < 2:
+        return HALF_CIRCUMFERENCE_KM  # one cell: the model cannot say where inside it
+    top = top_cells[0]
+    d = haversine_km(top["lat"], top["lon"], [c["lat"] for c in top_cells[1:]], [c["lon"] for c in top_cells[1:]])
+    return float(min(d)) / 2.0
+
+
 def _fill(prop: Proposal, result: dict, max_radius_km: float | None, min_prob: float) -> None:
     prop.lat, prop.lon = float(result["lat"]), float(result["lon"])
-    prop.radius50_km = float(result["radius_km"]["50"])
-    prop.radius90_km = float(result["radius_km"]["90"])
     cells = result.get("top_cells") or []
+    floor = cell_floor_km(cells)
+    if floor > float(result["radius_km"]["90"]):
+        prop.extra["cell_floor_km"] = floor
+    # never claim more precision than the top cell's own size
+    prop.radius50_km = max(float(result["radius_km"]["50"]), floor)
+    prop.radius90_km = max(float(result["radius_km"]["90"]), floor)
     prop.top_prob = float(cells[0]["prob"]) if cells else None
     prop.country, prop.region, prop.city = result.get("country", ""), result.get("region", ""), result.get("city", "")
     if max_radius_km is not None and prop.radius90_km > max_radius_km:
-        prop.status, prop.reason = "below-gate", f"90% radius {prop.radius90_km:.0f} km > {max_radius_km:g} km"
+        why = " (the top cell's size)" if "cell_floor_km" in prop.extra else ""
+        prop.status, prop.reason = "below-gate", f"90% radius {prop.radius90_km:.0f} km{why} > {max_radius_km:g} km"
     elif prop.top_prob is not None and prop.top_prob < min_prob:
         prop.status, prop.reason = "below-gate", f"top cell probability {prop.top_prob:.3f} < {min_prob:g}"
     else:
@@ -133,6 +158,9 @@ def plan(files: Sequence[str], predict: Callable, *, max_radius_km: float | None
             where = None if overwrite else existing_gps(f, sidecar_style)
         except OSError as exc:
             p.reason = exc.strerror or str(exc)
+            continue
+        except ValueError as exc:  # unreadable metadata: report this photo, keep going
+            p.reason = str(exc)
             continue
         if where:
             p.status, p.reason = "has-gps", f"already has GPS ({where})"

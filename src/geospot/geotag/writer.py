@@ -10,6 +10,7 @@ Order of operations for every write (what makes a crash harmless):
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def write_fix(photo: str | Path, fix: GpsFix, *, method: str, log: ChangeLog | N
             return Outcome(name, "failed", "no such file")
         # file times first: any read below (GPS checks) may bump the access time we keep
         sc = sidecar_path(real, sidecar_style)
-        st = (sc if method == "sidecar" else real).stat() if method == "exif" or sc.is_file() else None
+        target = real if method == "exif" else sc
+        st = target.stat() if target.is_file() else None
         if not overwrite:
             where = existing_gps(real, sidecar_style)
             if where:
@@ -124,7 +126,7 @@ def write_fix(photo: str | Path, fix: GpsFix, *, method: str, log: ChangeLog | N
         if method == "exif":
             return _write_exif(name, real, st, fix, log, dry_run, keep_times)
         return _write_sidecar(name, real, sc, st, fix, log, overwrite, dry_run, keep_times)
-    except (JpegError, SidecarError) as exc:
+    except (ValueError, struct.error) as exc:  # JpegError, SidecarError, ExifError, undecodable sidecar text
         return Outcome(name, "failed", str(exc))
     except OSError as exc:
         return Outcome(name, "failed", exc.strerror or str(exc))

@@ -108,9 +108,15 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True
+        cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True,
+        **options,
     ) -> "Predictor":
-        """Load a model directory (None: the bundled default model)."""
+        """Load a model directory (None: the bundled default model), or a pretrained model by name
+        (`geoclip`, `zeroshot:streetclip`; `options` such as `gallery=` go to it; see geospot.models.pretrained)."""
+        from geospot.models.pretrained import load_pretrained_predictor, pretrained_name
+
+        if pretrained_name(model_dir):
+            return load_pretrained_predictor(str(model_dir), backend=backend, device=device, geocode=geocode, **options)
         from geospot.data.masks import Mask
         from geospot.encoders import create_encoder
         from geospot.encoders.base import Preprocess

@@ -144,12 +144,9 @@ def cmd_encoders(args) -> int:
     from geospot.encoders import create_encoder, encoder_info, list_encoders
 
     if args.download:
-        from geospot.encoders.clip import VARIANTS, download_weights
+        from geospot.models.catalog import download_or_exit  # resumable, verified; one line on failure
 
-        if args.download not in VARIANTS:
-            raise SystemExit(f"error: {args.download!r} has no downloadable weights; choose from {', '.join(VARIANTS)}")
-        print(f"{args.download} weights -> {download_weights(args.download)}")
-        return 0
+        return download_or_exit(args.download)
     for name in list_encoders():
         info = encoder_info(name) or {}
         if info.get("large"):  # don't build 300M parameters to print two numbers
@@ -329,13 +326,13 @@ def cmd_eval(args) -> int:
     if args.gallery and args.model != "geoclip":
         raise SystemExit("error: --gallery applies to the geoclip model only")
     pretrained = pretrained_name(args.model)
+    m = read_manifest_or_exit(args.manifest, args.split)
     try:
         model = load_pretrained_model(pretrained, gallery=args.gallery) if pretrained else load_model(args.model)
     except (FileNotFoundError, ValueError) as exc:
         if not pretrained:
             raise
         raise SystemExit(f"error: {exc}")
-    m = read_manifest_or_exit(args.manifest, args.split)
     train = read_manifest_or_exit(args.train) if args.train else None
     if pretrained and train is not None:  # no head to retrain: the training places feed the baselines only
         from geospot.pipeline import location_table

@@ -16,12 +16,30 @@ from geospot.encoders.clip import WeightsNotAvailable, _env_var, load_clip_folde
 TOWER = "clip-vit-l14"
 
 
+def require_local_files() -> None:
+    """Raise `WeightsNotAvailable` (saying what to run) unless the tower and GeoCLIP weights are here: cheap,
+    so that loaders fail before computing anything."""
+    from geospot.models.geoclip.weights import installed_package_dir, weights_path
+
+    folder = weights_folder(TOWER)
+    if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
+        raise WeightsNotAvailable(
+            f"geoclip: the CLIP ViT-L/14 image tower is not in {folder}; download it once (1.7 GB) with "
+            f"`geospot models --download geoclip`, or point {_env_var(TOWER)} at a folder holding config.json + "
+            f"model.safetensors")
+    if not weights_path().is_file() and installed_package_dir() is None:
+        raise WeightsNotAvailable(
+            f"geoclip: no GeoCLIP weights in {weights_path()}; get them once with `geospot models --download "
+            f"geoclip` (network, 40 MB) or `pip install --no-deps geoclip==1.3.0` (converted locally)")
+
+
 def build_geoclip_encoder(pretrained: bool = True):
     from geospot.models.geoclip.network import VIT_L14, assemble_image_encoder, random_image_encoder
     from geospot.models.geoclip.weights import load_weights
 
     if not pretrained:
         return random_image_encoder(VIT_L14)
+    require_local_files()
     folder = weights_folder(TOWER)
     try:
         tower = load_clip_folder(folder, "geoclip")

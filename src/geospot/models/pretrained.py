@@ -29,8 +29,13 @@ def pretrained_name(model: str | os.PathLike | None) -> str | None:
 def load_pretrained_model(name: str, gallery: str | Path | None = None, **_ignored):
     """The duck-typed `GeoModel` of a pretrained model (for `geospot.pipeline.evaluate`)."""
     if name == "geoclip":
+        from geospot.encoders.geoclip import require_local_files
         from geospot.models.geoclip.model import GeoClipModel
 
+        try:
+            require_local_files()  # before the (once, ~minutes) gallery embedding
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(" ".join(str(exc).split())) from None
         return GeoClipModel(gallery=gallery)
     if name.startswith(ZEROSHOT_PREFIX):
         from geospot.models.zeroshot import load_zeroshot_model

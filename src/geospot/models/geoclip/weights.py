@@ -194,13 +194,15 @@ def convert_wheel(wheel: str | Path, dest: str | Path | None = None) -> Path:
     return convert_files(files, Path(wheel).name, dest)
 
 
-def download_geoclip(progress: bool = True, url: str = WHEEL_URL, sha256: str = WHEEL_SHA256,
-                     size: int | None = WHEEL_SIZE) -> Path:
-    """Explicit download: the geoclip wheel from PyPI (verified), converted to safetensors; the wheel is deleted."""
+def download_geoclip(progress: bool = True, url: str | None = None, sha256: str | None = None,
+                     size: int | None = None) -> Path:
+    """Explicit download: the geoclip wheel from PyPI (pinned size and SHA-256), converted to safetensors;
+    the wheel is deleted afterwards. `url`/`sha256`/`size` default to the pinned 1.3.0 wheel."""
     from geospot.downloads import RemoteFile, fetch
 
     wheel = geoclip_dir() / WHEEL_NAME
-    fetch(RemoteFile(url, size=size, sha256=sha256), wheel, progress=progress)
+    remote = RemoteFile(url or WHEEL_URL, size=size if url else WHEEL_SIZE, sha256=sha256 if url else WHEEL_SHA256)
+    fetch(remote, wheel, progress=progress)
     target = convert_wheel(wheel)
     wheel.unlink(missing_ok=True)
     return target

@@ -132,11 +132,14 @@ class ClipAttention(nn.Module):
         self.scale = (d // self.heads) ** -0.5
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
         # Plain matmul + softmax (not SDPA): exports to ONNX as ordinary ops.
         q, k, v = (p(x).reshape(b, n, self.heads, d // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
-        attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        if mask is not None:  # additive (0 / -inf), e.g. the text tower's causal mask
+            scores = scores + mask
+        attn = torch.softmax(scores, dim=-1)
         return self.out_proj((attn @ v).transpose(1, 2).reshape(b, n, d))
 
 
@@ -161,8 +164,8 @@ class ClipEncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
         self.mlp = ClipMlp(spec)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), mask)
         return x + self.mlp(self.layer_norm2(x))
 
 

@@ -123,3 +123,15 @@ def test_without_the_tower_locate_fails_with_one_line(tmp_path, monkeypatch, cap
         message = str(info.value)
         assert message.startswith("error: ") and "\n" not in message
         assert "geospot models --download geoclip" in message or "pip install --no-deps geoclip" in message
+
+
+def test_geoclip_encoder_exports_to_onnx(geoclip_home):
+    from geospot.encoders import create_encoder
+    from geospot.encoders.runtime import EncoderRuntime
+
+    enc = create_encoder("geoclip")
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    onnx = EncoderRuntime("geoclip", backend="onnx", encoder=enc).embed(x)
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx, enc(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)
+    assert onnx.shape == (2, 512)

@@ -91,6 +91,12 @@ def tiny_streetclip(tmp_path, monkeypatch):
     (folder / "config.json").write_text(json.dumps({"projection_dim": projection, "vision_config": v, "text_config": t}))
     save_file({k: x.contiguous() for k, x in state.items()}, str(folder / "model.safetensors"))
     monkeypatch.setitem(VARIANTS, "streetclip", replace(VARIANTS["streetclip"], spec=TINY_V))
+    # a slice of the real candidate table keeps the test fast (the prompts are encoded by a pure-Python BPE)
+    full = candidates()
+    keep = np.r_[np.arange(20), full.n_countries + np.flatnonzero(full.region_country < 20)]
+    small = Candidates([full.ids[i] for i in keep], [full.prompts[i] for i in keep], full.country_code[keep],
+                       full.lat[keep], full.lon[keep], 20, full.region_country[full.region_country < 20])
+    monkeypatch.setattr("geospot.models.zeroshot.candidates", lambda: small)
     monkeypatch.setenv("GEOSPOT_WEIGHTS_STREETCLIP", str(folder))
     monkeypatch.setenv("GEOSPOT_CACHE", str(tmp_path / "cache"))
     return tmp_path

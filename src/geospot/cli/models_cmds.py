@@ -25,5 +25,7 @@ def cmd_models(args) -> int:
         print(f"{r['name']:14s} {r['size']:>15s}  {state:15s} licence: {r['licence']}")
         print(f"{'':14s} {r['what']}")
         print(f"{'':14s} use: {r['use']}; folder: {r['folder']}")
+        if r["note"]:
+            print(f"{'':14s} note: {r['note']}")
     print("\nDownload one with: geospot models --download NAME (nothing is ever downloaded implicitly)")
     return 0

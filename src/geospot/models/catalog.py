@@ -66,10 +66,23 @@ def catalogue() -> dict[str, Downloadable]:
     return {d.name: d for d in items}
 
 
+def _note(name: str, cached: bool) -> str:
+    if name == "geoclip" and not cached:
+        from geospot.models.geoclip.weights import installed_package_dir, weights_path
+
+        if not weights_path().is_file() and installed_package_dir() is not None:
+            return "geoclip package installed: its weights are converted locally on first use"
+    return ""
+
+
 def catalogue_rows() -> list[dict]:
-    """One dict per downloadable thing (name, what, size, licence, use, cached, folder)."""
-    return [{"name": d.name, "what": d.what, "size": d.size, "licence": d.licence, "use": d.use,
-             "cached": d.complete(), "folder": str(d.folder())} for d in catalogue().values()]
+    """One dict per downloadable thing (name, what, size, licence, use, cached, folder, note)."""
+    rows = []
+    for d in catalogue().values():
+        cached = d.complete()
+        rows.append({"name": d.name, "what": d.what, "size": d.size, "licence": d.licence, "use": d.use,
+                     "cached": cached, "folder": str(d.folder()), "note": _note(d.name, cached)})
+    return rows
 
 
 def download(name: str, progress: bool = True) -> Path:

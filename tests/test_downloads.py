@@ -175,8 +175,44 @@ def test_models_lists_licences_and_cache_state_and_fails_offline_in_one_line(tmp
     assert {"geoclip", "streetclip", "clip-vit-b32", "clip-vit-l14"} <= set(rows)
     assert "NON-COMMERCIAL" in rows["streetclip"]["licence"] and rows["geoclip"]["licence"] == "MIT"
     assert not rows["streetclip"]["cached"]
+    monkeypatch.setattr(gw, "installed_package_dir", lambda: None)  # no local package: the wheel is fetched
     monkeypatch.setattr(gw, "WHEEL_URL", f"http://127.0.0.1:{_closed_port()}/geoclip.whl")
     for argv in (["models", "--download", "geoclip"], ["encoders", "--download", "geoclip"]):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert str(info.value).startswith("error: cannot reach 127.0.0.1") and "\n" not in str(info.value)
+
+
+def test_models_download_geoclip_fetches_wheel_and_tower_then_lists_it_cached(tmp_path, monkeypatch, capsys):
+    from geospot.encoders import clip
+    from geospot.models.geoclip import weights as gw
+
+    monkeypatch.setenv("GEOSPOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GEOSPOT_WEIGHTS_CLIP_VIT_L14", raising=False)
+    monkeypatch.setattr(gw, "installed_package_dir", lambda: None)
+    spec = clip.ClipVisionSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               image_size=28, patch_size=14, projection_dim=768)
+    tower = clip.random_clip(spec, seed=1)
+    buf = io.BytesIO()
+    from safetensors.torch import save
+
+    buf.write(save({k: v.contiguous() for k, v in tower.state_dict().items()}))
+    from dataclasses import asdict
+
+    hub = "/openai/clip-vit-large-patch14/resolve/main/"
+    wheel = _fake_geoclip_wheel()
+    files = {"/geoclip.whl": wheel, hub + "config.json": json.dumps(asdict(spec)).encode(),
+             hub + "model.safetensors": buf.getvalue(), hub + "vocab.json": b"{}", hub + "merges.txt": b"#version: 0.2\n"}
+    with _Server(files) as s:
+        monkeypatch.setattr(gw, "WHEEL_URL", s.url("/geoclip.whl"))
+        monkeypatch.setattr(gw, "WHEEL_SIZE", len(wheel))
+        monkeypatch.setattr(gw, "WHEEL_SHA256", hashlib.sha256(wheel).hexdigest())
+        monkeypatch.setattr(clip, "HF_BASE_URL", s.url(""))
+        assert main(["models", "--download", "geoclip"]) == 0
+        n = len(s.requests)
+        assert main(["models", "--download", "geoclip"]) == 0
+        assert len(s.requests) == n, "complete downloads are not fetched again"
+    capsys.readouterr()
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["geoclip"]["cached"] and rows["clip-vit-l14"]["cached"] and not rows["clip-vit-b32"]["cached"]

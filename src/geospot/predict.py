@@ -117,6 +117,8 @@ class Predictor:
 
         if pretrained_name(model_dir):
             return load_pretrained_predictor(str(model_dir), backend=backend, device=device, geocode=geocode, **options)
+        if options:
+            raise TypeError(f"options {sorted(options)} apply to pretrained models only (e.g. 'geoclip')")
         from geospot.data.masks import Mask
         from geospot.encoders import create_encoder
         from geospot.encoders.base import Preprocess

@@ -360,7 +360,7 @@ def build_clip(name: str, pretrained: bool = True, weights_dir: str | Path | Non
 
 
 def download_weights(name: str, dest: str | Path | None = None, progress: bool = True,
-                     base_url: str = HF_BASE_URL, tokenizer: bool = False) -> Path:
+                     base_url: str | None = None, tokenizer: bool = False) -> Path:
     """Explicitly download `name`'s `config.json` + `model.safetensors` into `dest` (default: `weights_folder(name)`).
 
     `tokenizer=True` adds `vocab.json` + `merges.txt` (the text tower's BPE, for
@@ -379,7 +379,7 @@ def download_weights(name: str, dest: str | Path | None = None, progress: bool =
     for filename in WEIGHT_FILES + (TOKENIZER_FILES if tokenizer else ()):
         target = folder / filename
         if not target.is_file():
-            url = f"{base_url.rstrip('/')}/{VARIANTS[name].repo}/resolve/main/{filename}"
+            url = f"{(base_url or HF_BASE_URL).rstrip('/')}/{VARIANTS[name].repo}/resolve/main/{filename}"
             fetch(RemoteFile(url), target, progress=progress)
     try:
         load_clip_folder(folder, name)  # fail now, not at first use, on a bad file

@@ -38,11 +38,13 @@ def _clip(name: str):
 
 
 def _geoclip():
-    from geospot.models.geoclip.weights import download_geoclip, geoclip_dir, weights_path
+    from geospot.models.geoclip.weights import (convert_installed_package, download_geoclip, geoclip_dir,
+                                                installed_package_dir, weights_path)
 
     def fetch(progress: bool) -> Path:
         if not weights_path().is_file():
-            download_geoclip(progress=progress)
+            # an installed geoclip package holds the same files: convert them instead of downloading
+            convert_installed_package() if installed_package_dir() is not None else download_geoclip(progress=progress)
         _clip("clip-vit-l14")[2](progress)
         return geoclip_dir()
 

@@ -129,6 +129,11 @@ def test_plain_tensor_dict_round_trips():
     torch.save(state, buf)
     out = gw.read_pth(buf.getvalue(), "ok.pth")
     assert set(out) == {"a", "b"} and torch.equal(out["a"], state["a"])
+    buf = io.BytesIO()
+    module_state = torch.nn.Linear(3, 2).state_dict()  # an OrderedDict with _metadata (pickled with BUILD)
+    torch.save(module_state, buf)
+    out = gw.read_pth(buf.getvalue(), "module.pth")
+    assert set(out) == {"weight", "bias"} and torch.equal(out["weight"], module_state["weight"])
 
 
 def _random_weights(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -8,9 +8,10 @@ global other than the three a plain tensor dict needs, then loads it with
 anything but tensors. `convert_geoclip` writes the result, with the gallery, to
 one safetensors file in the cache; after that only safetensors are read.
 
-Sources, in the order `ensure_weights` tries none of them implicitly:
+Two sources, neither touched without being asked:
 - an installed `geoclip` package (`pip install --no-deps geoclip==1.3.0`):
-  `convert_geoclip(source=None)` finds its files without importing it;
+  `convert_installed_package` finds its files without importing it (also done
+  by `load_weights` on first use: local files, no network);
 - the explicit download (`geospot models --download geoclip`): the package's
   wheel from PyPI (pinned size and SHA-256), read as a zip, never installed.
 """
@@ -43,7 +44,10 @@ PACKAGE_FILES = {
 }
 WEIGHTS_FILE = "geoclip.safetensors"
 _ALLOWED_GLOBALS = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2"}
-_REFUSED_OPCODES = {"STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2", "EXT4"}
+# Every class reference must go through GLOBAL (checked against the allow-list); these other ways of naming or
+# building objects are refused outright. BUILD stays allowed: it can only set state on the allowed objects
+# (PyTorch uses it for a state dict's `_metadata`).
+_REFUSED_OPCODES = {"STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
 
 
 class UnsafeCheckpoint(ValueError):

@@ -117,9 +117,16 @@ class Predictor:
     @classmethod
     def load(
         cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True,
-        estimate: str | None = None,
+        estimate: str | None = None, **options,
     ) -> "Predictor":
-        """Load a model directory (None: the bundled default model)."""
+        """Load a model directory (None: the bundled default model), or a pretrained model by name
+        (`geoclip`, `zeroshot:streetclip`; `options` such as `gallery=` go to it; see geospot.models.pretrained)."""
+        from geospot.models.pretrained import load_pretrained_predictor, pretrained_name
+
+        if pretrained_name(model_dir):
+            return load_pretrained_predictor(str(model_dir), backend=backend, device=device, geocode=geocode, **options)
+        if options:
+            raise TypeError(f"options {sorted(options)} apply to pretrained models only (e.g. 'geoclip')")
         from geospot.data.masks import Mask
         from geospot.encoders import create_encoder
         from geospot.encoders.base import Preprocess

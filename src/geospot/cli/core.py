@@ -167,12 +167,9 @@ def cmd_encoders(args) -> int:
     from geospot.encoders import create_encoder, encoder_info, list_encoders
 
     if args.download:
-        from geospot.encoders.clip import VARIANTS, download_weights
+        from geospot.models.catalog import download_or_exit  # resumable, verified; one line on failure
 
-        if args.download not in VARIANTS:
-            raise SystemExit(f"error: {args.download!r} has no downloadable weights; choose from {', '.join(VARIANTS)}")
-        print(f"{args.download} weights -> {download_weights(args.download)}")
-        return 0
+        return download_or_exit(args.download)
     for name in list_encoders():
         info = encoder_info(name) or {}
         if info.get("large"):  # don't build 300M parameters to print two numbers
@@ -295,7 +292,10 @@ def cmd_train(args) -> int:
 def _locate(sub) -> None:
     p = sub.add_parser("locate", help="where was this photo taken? (files, folders or globs)")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
+    p.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model), or a pretrained "
+                   "model: geoclip, zeroshot:streetclip (see `geospot models`)")
+    p.add_argument("--gallery", metavar="CSV", help="--model geoclip: candidate coordinates (lat,lon columns) "
+                   "instead of GeoCLIP's 100K gallery")
     p.add_argument("--top-k", type=int, default=5, help="cells to report and average (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON array (see README for the schema)")
     p.add_argument("--same-place", action="store_true",
@@ -311,9 +311,18 @@ def cmd_locate(args) -> int:
     from geospot.predict import Prediction, Predictor, expand_paths, format_prediction
 
     files, missing = expand_paths(args.paths)
+    if args.gallery and args.model != "geoclip":
+        raise SystemExit("error: --gallery applies to --model geoclip only")
     try:
-        predictor = Predictor.load(args.model, backend=args.backend, device=args.device, estimate=args.estimate)
+        options = {"gallery": args.gallery} if args.gallery else {}
+        if args.estimate:
+            options["estimate"] = args.estimate
+        predictor = Predictor.load(args.model, backend=args.backend, device=args.device, **options)
     except (CheckpointError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}")
+    except ValueError as exc:  # a bad --gallery file
+        if not args.gallery:
+            raise
         raise SystemExit(f"error: {exc}")
     results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place) if files else []
     results = list(results) + list(missing)
@@ -330,8 +339,9 @@ def cmd_locate(args) -> int:
 
 def _eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on a manifest, beside the skeptic's baselines")
-    p.add_argument("model", help="model folder")
+    p.add_argument("model", help="model folder, or a pretrained model: geoclip, zeroshot:streetclip")
     p.add_argument("manifest")
+    p.add_argument("--gallery", metavar="CSV", help="geoclip: candidate coordinates instead of its 100K gallery")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md and plots here")
     p.add_argument("--train", metavar="MANIFEST",
                    help="training manifest: adds the article-recipe baseline (and exact training places)")
@@ -354,13 +364,32 @@ def cmd_eval(args) -> int:
     from geospot.workflows.evaluation import evaluate
     from geospot.workflows.training import load_model
 
-    model = load_model(args.model)
+    from geospot.models.pretrained import load_pretrained_model, pretrained_name
+
+    if args.gallery and args.model != "geoclip":
+        raise SystemExit("error: --gallery applies to the geoclip model only")
+    pretrained = pretrained_name(args.model)
     m = read_manifest_or_exit(args.manifest, args.split)
+    try:
+        model = load_pretrained_model(pretrained, gallery=args.gallery) if pretrained else load_model(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise SystemExit(f"error: {exc}")
     train = _train_rows(args) if args.train else None
+    if pretrained and train is not None:  # no head to retrain: the training places feed the baselines only
+        from geospot.workflows.training import location_table
+
+        model.train_coords = location_table(train.lat, train.lon, train.groups)
+        train = None
+    from geospot.encoders.clip import WeightsNotAvailable
+
     try:
         report = evaluate(model, m, fuse=args.fuse, top_k=args.top_k, estimate=args.estimate, train_manifest=train,
                           allow_overlap=args.allow_overlap, out_dir=args.out, cache_dir=args.cache,
                           backend=args.backend, device=args.device, progress=not args.quiet)
+    except WeightsNotAvailable as exc:  # pretrained weights never downloaded: one line saying what to run
+        raise SystemExit(f"error: {' '.join(str(exc).split())}")
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     print(format_table(report))

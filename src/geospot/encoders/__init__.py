@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 EncoderFactory = Callable[..., "Encoder"]
 
 _REGISTRY: dict[str, EncoderFactory] = {}
-_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.tiny", "geospot.encoders.clip")
+_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.tiny", "geospot.encoders.clip",
+                    "geospot.encoders.geoclip")
 _builtins_loaded = False
 
 

@@ -26,10 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import urllib.error
-import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +40,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HF_BASE_URL = "https://huggingface.co"
 WEIGHT_FILES = ("config.json", "model.safetensors")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
 _ACTIVATIONS = ("quick_gelu", "gelu")
 
 
@@ -105,6 +102,13 @@ class ClipVariant:
 
 VARIANTS = {
     "clip-vit-b32": ClipVariant("clip-vit-b32", "openai/clip-vit-base-patch32", ClipVisionSpec()),
+    # GeoCLIP's frozen image backbone (the `geoclip` encoder adds its head; see geospot.models.geoclip)
+    "clip-vit-l14": ClipVariant(
+        "clip-vit-l14",
+        "openai/clip-vit-large-patch14",
+        ClipVisionSpec(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=224, patch_size=14, projection_dim=768),
+    ),
     "streetclip": ClipVariant(
         "streetclip",
         "geolocal/StreetCLIP",
@@ -128,11 +132,14 @@ class ClipAttention(nn.Module):
         self.scale = (d // self.heads) ** -0.5
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
         # Plain matmul + softmax (not SDPA): exports to ONNX as ordinary ops.
         q, k, v = (p(x).reshape(b, n, self.heads, d // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
-        attn = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        if mask is not None:  # additive (0 / -inf), e.g. the text tower's causal mask
+            scores = scores + mask
+        attn = torch.softmax(scores, dim=-1)
         return self.out_proj((attn @ v).transpose(1, 2).reshape(b, n, d))
 
 
@@ -157,8 +164,8 @@ class ClipEncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
         self.mlp = ClipMlp(spec)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), mask)
         return x + self.mlp(self.layer_norm2(x))
 
 
@@ -352,45 +359,28 @@ def build_clip(name: str, pretrained: bool = True, weights_dir: str | Path | Non
     return model
 
 
-def _fetch(url: str, target: Path, progress: bool) -> None:
-    """Download `url` to `target` atomically (a temporary file renamed when complete)."""
-    from tqdm import tqdm
-
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, file=sys.stderr, disable=not progress) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        if total is not None and tmp.stat().st_size != total:
-            raise OSError(f"{url}: truncated download ({tmp.stat().st_size} of {total} bytes)")
-        os.replace(tmp, target)
-    except urllib.error.URLError as exc:
-        raise OSError(f"{url}: download failed ({exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def download_weights(name: str, dest: str | Path | None = None, progress: bool = True,
-                     base_url: str = HF_BASE_URL) -> Path:
+                     base_url: str | None = None, tokenizer: bool = False) -> Path:
     """Explicitly download `name`'s `config.json` + `model.safetensors` into `dest` (default: `weights_folder(name)`).
 
-    Files already present are kept (the download is cached); each file is
-    written atomically; the result is loaded once to check it. Returns the folder.
+    `tokenizer=True` adds `vocab.json` + `merges.txt` (the text tower's BPE, for
+    zero-shot use). Files already present are kept (the download is cached);
+    each file is resumed when interrupted, checked (size, and SHA-256 when the
+    server gives one) and renamed into place when complete (see
+    `geospot.downloads.fetch`); the result is loaded once to check it. Returns
+    the folder. Network failures raise `geospot.downloads.DownloadError` (one line).
     """
+    from geospot.downloads import RemoteFile, fetch
+
     if name not in VARIANTS:
         raise ValueError(f"unknown CLIP encoder {name!r}; known: {', '.join(VARIANTS)}")
     folder = Path(dest) if dest is not None else weights_folder(name)
     folder.mkdir(parents=True, exist_ok=True)
-    for filename in WEIGHT_FILES:
+    for filename in WEIGHT_FILES + (TOKENIZER_FILES if tokenizer else ()):
         target = folder / filename
         if not target.is_file():
-            url = f"{base_url.rstrip('/')}/{VARIANTS[name].repo}/resolve/main/{filename}"
-            if progress:
-                print(f"geospot: downloading {url} -> {target}", file=sys.stderr)
-            _fetch(url, target, progress)
+            url = f"{(base_url or HF_BASE_URL).rstrip('/')}/{VARIANTS[name].repo}/resolve/main/{filename}"
+            fetch(RemoteFile(url), target, progress=progress)
     try:
         load_clip_folder(folder, name)  # fail now, not at first use, on a bad file
     except (ValueError, WeightsNotAvailable):

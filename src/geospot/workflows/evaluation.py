@@ -65,10 +65,10 @@ def evaluate(
     from geospot.models.answer import DEFAULT_ESTIMATE
 
     mask = Mask.from_dict(model.mask) if model.mask else None
-    main = estimate or model.estimate or DEFAULT_ESTIMATE
+    main = estimate or getattr(model, "estimate", None) or DEFAULT_ESTIMATE
     emb, ok = embeddings_or_compute(
         manifest, embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "test",
-        encoder_state=model.encoder_state,
+        encoder_state=getattr(model, "encoder_state", None),
     )
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     notes = []
@@ -77,7 +77,7 @@ def evaluate(
     if train_manifest is not None:
         t_emb, t_ok = embeddings_or_compute(
             train_manifest, train_embeddings, model.encoder_name, mask, cache_dir, backend, device, progress,
-            "train", encoder_state=model.encoder_state,
+            "train", encoder_state=getattr(model, "encoder_state", None),
         )
         t_groups = np.asarray(train_manifest.groups)[t_ok]
         overlap = check_overlap(train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups, lat, lon, groups)
@@ -103,7 +103,7 @@ def evaluate(
                      "the cell centroids weighted by their training counts.")
     f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[ok], lat, lon, groups, fuse)
     raw = place_probs(model.predict_proba, f_emb, inverse, n)
-    methods, answer = model_methods(model.answer_context(), raw, main, top_k=top_k)
+    methods, answer = model_methods(answer_context(model), raw, main, top_k=top_k)
     recipe_probs = place_probs(recipe_probs_fn, f_emb, inverse, n) if recipe_probs_fn else None
     methods.update(baseline_methods(train_lat, train_lon, n, seed=seed, recipe_probs=recipe_probs,
                                     cells=model.cells))
@@ -129,6 +129,20 @@ def evaluate(
     return report
 
 
+def answer_context(model):
+    """A model's `AnswerContext`; pretrained gallery models (GeoCLIP, zero-shot) get one whose
+    candidates are their gallery points, each spread over 25 km."""
+    if hasattr(model, "answer_context"):
+        return model.answer_context()
+    from geospot.models.answer import AnswerContext
+    from geospot.models.distribution import Support
+
+    cells = model.cells
+    n = len(cells)
+    support = Support(cells.centroid_lat, cells.centroid_lon, np.arange(n), np.ones(n), np.full(n, 25.0))
+    return AnswerContext(cells, support, getattr(model, "calibration", None))
+
+
 def _recipe_probs_fn(model, emb, lat, lon, groups):
     from geospot.train.fit import train_head
     from geospot.workflows.training import head_probs
@@ -143,8 +157,8 @@ def _model_summary(model, main: str) -> dict:
         "encoder": model.encoder_name,
         "cells": {"scheme": model.cells.scheme, "count": len(model.cells)},
         "estimate": main,
-        "calibration": model.calibration.to_dict() if model.calibration is not None else None,
-        "train_config": model.train_config,
+        "calibration": model.calibration.to_dict() if getattr(model, "calibration", None) is not None else None,
+        "train_config": getattr(model, "train_config", None),
         "mask": model.mask,
     }
 

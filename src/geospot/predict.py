@@ -38,6 +38,8 @@ class Prediction:
     city: str = ""
     paths: list[str] = field(default_factory=list)
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Every cell's probability ([C], the model's cell order) for maps; not part of the JSON.
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """The stable JSON object of `geospot locate --json` (see README)."""
@@ -207,6 +209,7 @@ class Predictor:
                         "top_k_mean": {"lat": float(est["mean_lat"][b]), "lon": float(est["mean_lon"][b])},
                         "top_cell": {"lat": float(est["top_lat"][b, 0]), "lon": float(est["top_lon"][b, 0])},
                     },
+                    probs=probs[b],
                 )
             )
         return out

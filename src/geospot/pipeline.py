@@ -491,6 +491,10 @@ def write_full_report(report, out_dir, methods, errors, t_lat, t_lon, cells) -> 
         ids = np.asarray(cells.ids, dtype=object)
         confusion_matrix(ids[true_cell], ids[pred_cell], out / "confusion_cells.png", out / "confusion_cells.csv")
         figures["cell confusion"] = "confusion_cells.png"
+    from geospot.viz.evalmaps import write_eval_maps
+
+    figures.update(write_eval_maps({"true_lat": t_lat, "true_lon": t_lon, "pred_lat": methods[main].lat,
+                                    "pred_lon": methods[main].lon, "true_cc": true_cc, "pred_cc": pred_cc}, out))
     report = dict(report, figures=figures, per_country=per_group_metrics(errors[main], true_cc))
     write_report(report, out)
     return report
@@ -530,7 +534,7 @@ def cross_validate(
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     emb = emb[ok]
     fold_results, pooled_errors = [], {}
-    pooled_lat, pooled_lon = [], []
+    pooled_lat, pooled_lon, pooled_pred = [], [], []
     t0 = time.time()
     for k, (tr, te) in enumerate(group_kfold(groups, n_splits=folds, seed=seed)):
         cells = build_model_cells(lat[tr], lon[tr], groups[tr], cell_params)
@@ -549,6 +553,7 @@ def cross_validate(
             pooled_errors.setdefault(name, []).append(e)
         pooled_lat.append(t_lat)
         pooled_lon.append(t_lon)
+        pooled_pred.append((methods[MAIN_METHOD].lat, methods[MAIN_METHOD].lon))
         main = results[MAIN_METHOD]
         log(f"fold {k + 1}/{folds}: {len(cells)} cells, median {main['median_km']:.0f} km, "
             f"acc@750km {100 * main['acc_750km']:.1f}%, GeoScore {main['geoscore']:.0f} ({time.time() - t0:.0f} s)")
@@ -575,5 +580,11 @@ def cross_validate(
         out.mkdir(parents=True, exist_ok=True)
         error_cdf({k: np.concatenate(v) for k, v in pooled_errors.items()}, out / "error_cdf.png")
         report["figures"] = {"error CDF (out-of-fold)": "error_cdf.png"}
+        from geospot.viz.evalmaps import write_eval_maps
+
+        report["figures"].update(write_eval_maps({
+            "true_lat": np.concatenate(pooled_lat), "true_lon": np.concatenate(pooled_lon),
+            "pred_lat": np.concatenate([p[0] for p in pooled_pred]),
+            "pred_lon": np.concatenate([p[1] for p in pooled_pred])}, out))
         write_report(report, out)
     return report

@@ -16,7 +16,7 @@ SEA = "#eef3f7"
 LAND = "#f4f1ea"
 BORDER = "#8c8c8c"
 # A view this wide (degrees of longitude) or wider shows the whole world.
-WORLD_WIDTH_DEG = 250.0
+WORLD_WIDTH_DEG = 220.0
 
 
 def map_figure(view: View, width_in: float = 8.0, dpi: int = 100, top_in: float = 0.85, bottom_in: float = 1.15):

@@ -151,7 +151,10 @@ def cut_to_view(geoms, view: View) -> list[list]:
         hit = shapely.intersects(moved, box)
         for k in np.flatnonzero(hit):
             part = shapely.intersection(moved[k], box)
-            pieces[k].extend(_parts(part))
+            # Keep pieces of the shape's own dimension: a cell merely touching the box edge
+            # (an edge on the seam) intersects it in a line, which is not a piece of the cell.
+            dim = shapely.get_dimensions(moved[k])
+            pieces[k].extend(p for p in _parts(part) if shapely.get_dimensions(p) == dim)
     return pieces
 
 

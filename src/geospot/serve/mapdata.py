@@ -38,8 +38,33 @@ def cells_geojson(cells) -> dict:
 
 
 def circle_geometry(lat: float, lon: float, radius_km: float) -> dict | None:
-    """The points within ``radius_km`` of (lat, lon) on the sphere, as a GeoJSON MultiPolygon."""
-    return _multipolygon(cut_to_view([geodesic_circle(lat, lon, radius_km)], WORLD)[0])
+    """The circle at ``radius_km`` around (lat, lon) on the sphere, as a GeoJSON MultiLineString.
+
+    Only the circle itself: where the world's edge (lon +-180, the poles) cut
+    it, no line is drawn.
+    """
+    lines = []
+    for piece in cut_to_view([geodesic_circle(lat, lon, radius_km)], WORLD)[0]:
+        if piece.geom_type != "Polygon":
+            continue
+        xy = np.asarray(piece.exterior.coords)
+        on_edge = np.isclose(np.abs(xy[:, 0]), 180.0) | np.isclose(np.abs(xy[:, 1]), 90.0)
+        # Segments with both ends on the edge are the cut; everything else is the circle.
+        keep = ~(on_edge[:-1] & on_edge[1:])
+        run: list = []
+        for k in range(len(xy) - 1):
+            if keep[k]:
+                if not run:
+                    run.append(xy[k])
+                run.append(xy[k + 1])
+            elif run:
+                lines.append(run)
+                run = []
+        if run:
+            lines.append(run)
+    if not lines:
+        return None
+    return {"type": "MultiLineString", "coordinates": [np.round(np.asarray(r), _DECIMALS).tolist() for r in lines]}
 
 
 def answer_bounds(cells, probs: np.ndarray, prediction: dict) -> list[list[float]]:

@@ -201,7 +201,12 @@ def destination(lat, lon, bearing_deg, dist_km) -> tuple[np.ndarray, np.ndarray]
 
 
 def geodesic_circle(lat: float, lon: float, radius_km: float, n: int = 180):
-    """The set of points within ``radius_km`` of (lat, lon) on the sphere, as an unwrapped polygon."""
+    """The circle of ``radius_km`` around (lat, lon) on the sphere, as an unwrapped polygon (draw its outline).
+
+    Its boundary is exact at any radius; its inside is the disc only while the
+    circle neither winds around a pole nor bulges past the antipodal side
+    (radius under ~10,000 km), so maps draw the outline, never a fill.
+    """
     # A radius past the antipode would fold back on itself; cap just short of it.
     radius = float(min(max(radius_km, 0.01), np.pi * EARTH_RADIUS_KM * 0.999))
     bearings = np.linspace(0.0, 360.0, n, endpoint=False)

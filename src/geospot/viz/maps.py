@@ -92,8 +92,10 @@ def _marker(ax, lat: float, lon: float, view: View, **kwargs) -> None:
     ax.plot([float(to_view_x(lon, view))], [lat], linestyle="none", zorder=8, clip_on=True, **kwargs)
 
 
-def _draw_circle(ax, lat: float, lon: float, radius_km: float, view: View, **kwargs) -> None:
+def _draw_circle(ax, lat: float, lon: float, radius_km: float, view: View, **kwargs) -> bool:
+    """Draw the circle's outline inside the view; False when none of it is in the view."""
     pieces = cut_to_view([geodesic_circle(lat, lon, radius_km)], view)[0]
+    drawn = False
     for piece in pieces:
         if piece.geom_type != "Polygon":
             continue
@@ -102,7 +104,10 @@ def _draw_circle(ax, lat: float, lon: float, radius_km: float, view: View, **kwa
         on_edge = (np.isclose(xy[:, 0], view.x_min) | np.isclose(xy[:, 0], view.x_max)
                    | np.isclose(xy[:, 1], view.lat_min) | np.isclose(xy[:, 1], view.lat_max))
         xs = np.where(on_edge, np.nan, xy[:, 0])
-        ax.plot(xs, xy[:, 1], zorder=7, **kwargs)
+        if np.isfinite(xs).sum() >= 2:
+            ax.plot(xs, xy[:, 1], zorder=7, **kwargs)
+            drawn = True
+    return drawn
 
 
 def _title(pred: dict | None, probs: np.ndarray, ids, truth) -> tuple[str, str]:
@@ -173,10 +178,11 @@ def probability_map(cells, probs, prediction: Any = None, truth: tuple[float, fl
         r = pred.get("radius_km") or {}
         for level, style in (("50", "-"), ("90", "--")):
             if level in r:
-                _draw_circle(ax, pred["lat"], pred["lon"], float(r[level]), view, color=ESTIMATE_COLOUR,
-                             linewidth=1.6, linestyle=style)
+                seen = _draw_circle(ax, pred["lat"], pred["lon"], float(r[level]), view, color=ESTIMATE_COLOUR,
+                                    linewidth=1.6, linestyle=style)
+                where = "" if seen else ", beyond this map"
                 handles.append(Line2D([], [], color=ESTIMATE_COLOUR, linestyle=style, linewidth=1.6,
-                                      label=f"{level}% of the probability ({float(r[level]):.0f} km)"))
+                                      label=f"{level}% of the probability ({float(r[level]):.0f} km{where})"))
         _marker(ax, pred["lat"], pred["lon"], view, marker="*", markersize=17, color=ESTIMATE_COLOUR,
                 markeredgecolor="white", markeredgewidth=1.2)
         handles.insert(0, Line2D([], [], marker="*", markersize=13, color=ESTIMATE_COLOUR, linestyle="none",

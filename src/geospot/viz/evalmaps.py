@@ -58,7 +58,10 @@ def error_map(true_lat, true_lon, pred_lat, pred_lon, title: str | None = None, 
     if err.size > MAX_LINES:
         pick = np.unique(np.linspace(0, err.size - 1, MAX_LINES).round().astype(int))
     norm = LogNorm(vmin=10.0, vmax=max(10000.0, float(err.max()) if err.size else 10000.0))
-    cmap = matplotlib.colormaps["plasma"]
+    from matplotlib.colors import ListedColormap
+
+    # plasma without its palest yellow end, which vanishes on the light land colour
+    cmap = ListedColormap(matplotlib.colormaps["plasma"](np.linspace(0.0, 0.82, 256)))
     segs, colours = [], []
     for i in pick[np.argsort(-err[pick], kind="stable")]:  # short (good) errors drawn last, on top
         line = great_circle_line(t_lat[i], t_lon[i], p_lat[i], p_lon[i])

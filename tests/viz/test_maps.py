@@ -155,3 +155,16 @@ def test_cells_map_colours_by_count():
 
 def test_view_helper_is_world_flag():
     assert WORLD.is_world() and not View(0, -10, 10, -5, 5).is_world()
+
+
+def test_vectorised_outlines_match_the_per_cell_construction(pacific_hex):
+    from geospot.geo.cells import CellTable
+    from geospot.viz.geometry import cell_outlines as outlines_of
+
+    default = CellTable.load(__import__("geospot").__path__[0] + "/assets/default_model")  # has pole cells
+    for table in (default, pacific_hex):
+        for ring, poly in zip(table.polygons(), outlines_of(table)):
+            lat, lon = np.asarray(ring, dtype=np.float64).T
+            ref = ring_polygon(*densify_arcs(lat, lon)) if table.scheme == "s2" else ring_polygon(lat, lon)
+            assert poly.is_valid and poly.area == pytest.approx(ref.area, rel=1e-3)
+            assert np.allclose(poly.bounds, ref.bounds, atol=0.05)

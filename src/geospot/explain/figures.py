@@ -94,10 +94,10 @@ def gradcam_examples_figure(examples: Sequence[tuple], title: str = "Grad-CAM ex
     if n == 0:
         raise ValueError("gradcam_examples_figure: no examples")
     row_in = 2.6
-    fig = _figure(7.4, 0.6 + row_in * n, dpi=dpi)
+    fig = _figure(7.4, 0.8 + row_in * n, dpi=dpi)
     h = fig.get_figheight()
     for k, (photo, cam, caption) in enumerate(examples):
-        top = 1 - (0.5 + k * row_in) / h
+        top = 1 - (0.7 + k * row_in) / h
         bottom = top - (row_in - 0.45) / h
         ax1 = fig.add_axes([0.02, bottom, 0.42, top - bottom])
         ax2 = fig.add_axes([0.47, bottom, 0.42, top - bottom])

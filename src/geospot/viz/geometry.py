@@ -149,11 +149,15 @@ def cut_to_view(geoms, view: View) -> list[list]:
     for shift in _SHIFTS:
         moved = shapely.transform(geoms, lambda c, s=shift: c + np.array([s, 0.0]))
         hit = shapely.intersects(moved, box)
-        for k in np.flatnonzero(hit):
-            part = shapely.intersection(moved[k], box)
+        idx = np.flatnonzero(hit)
+        if idx.size == 0:
+            continue
+        inside = shapely.within(moved[idx], box)  # most shapes of a zoomed map need no clipping
+        parts = np.where(inside, moved[idx], shapely.intersection(moved[idx], box) if not inside.all() else moved[idx])
+        dims = shapely.get_dimensions(moved[idx])
+        for k, part, dim in zip(idx, parts, dims):
             # Keep pieces of the shape's own dimension: a cell merely touching the box edge
             # (an edge on the seam) intersects it in a line, which is not a piece of the cell.
-            dim = shapely.get_dimensions(moved[k])
             pieces[k].extend(p for p in _parts(part) if shapely.get_dimensions(p) == dim)
     return pieces
 
@@ -180,12 +184,50 @@ def cell_outlines(cells) -> list:
     hexagons are straight in (lat, lon) and are drawn from their corners.
     """
     polys = cells.polygons()
-    out = []
-    for ring in polys:
-        lat, lon = np.asarray(ring, dtype=np.float64).T
-        if cells.scheme == "s2":
-            lat, lon = densify_arcs(lat, lon)
-        out.append(ring_polygon(lat, lon))
+    if not polys:
+        return []
+    corners = np.asarray(polys, dtype=np.float64)  # [N, K, 2] (lat, lon), K = 4 or 6
+    if cells.scheme == "s2":
+        return _arc_rings(corners)
+    return _rings_to_polygons(corners[..., 0], corners[..., 1])
+
+
+def _arc_rings(corners: np.ndarray) -> list:
+    """Rings of great-circle edges densified (vectorised by the number of points per edge)."""
+    xyz = latlon_to_xyz(corners[..., 0], corners[..., 1])  # [N, K, 3]
+    nxt = np.roll(xyz, -1, axis=1)
+    angle = np.arccos(np.clip(np.einsum("nkc,nkc->nk", xyz, nxt), -1.0, 1.0))
+    steps = np.maximum(1, np.ceil(np.degrees(angle.max(axis=1)) / ARC_STEP_DEG)).astype(int)
+    out: list = [None] * len(corners)
+    for n in np.unique(steps):
+        rows = np.flatnonzero(steps == n)
+        a, b, ang = xyz[rows], nxt[rows], angle[rows][..., None, None]  # [G, K, 1, 1]
+        t = (np.arange(n) / n)[None, None, :, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w0 = np.where(ang > 1e-12, np.sin((1 - t) * ang) / np.sin(ang), 1 - t)
+            w1 = np.where(ang > 1e-12, np.sin(t * ang) / np.sin(ang), t)
+        pts = w0 * a[:, :, None, :] + w1 * b[:, :, None, :]  # [G, K, n, 3]
+        pts = pts.reshape(len(rows), -1, 3)
+        lat, lon = xyz_to_latlon(pts)
+        for k, poly in zip(rows, _rings_to_polygons(np.asarray(lat), np.asarray(lon))):
+            out[k] = poly
+    return out
+
+
+def _rings_to_polygons(lat: np.ndarray, lon: np.ndarray) -> list:
+    """``[N, M]`` ring vertices -> unwrapped polygons; plain rings in one vectorised call."""
+    import shapely
+
+    closed = np.concatenate([lon, lon[:, :1]], axis=1)
+    steps = wrap_lon(np.diff(closed, axis=1))
+    x = wrap_lon(lon[:, :1]) + np.concatenate([np.zeros((len(lon), 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
+    special = (np.abs(steps.sum(axis=1)) > 180.0) | (np.abs(lat) > 90.0 - 1e-9).any(axis=1)
+    out = list(shapely.polygons(np.stack([x, lat], axis=-1)))
+    for k in np.flatnonzero(special):  # around or touching a pole: the careful path
+        out[k] = ring_polygon(lat[k], lon[k])
+    invalid = np.flatnonzero(~shapely.is_valid(np.asarray(out, dtype=object)))
+    for k in invalid:
+        out[k] = shapely.make_valid(out[k])
     return out
 
 

@@ -6,6 +6,7 @@ test's temporary folder.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -69,8 +70,10 @@ def locate_in_page(driver, url: str, photos: list[str], screenshot: Path) -> dic
     # Leaflet draws on the next animation frame: wait until the shaded cells are in the SVG.
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(
         "return document.querySelectorAll('#map path.cell-shaded').length") > 0)
+    tooltip = _hover_top_cell(driver)
     driver.save_screenshot(str(screenshot))
     return {
+        "tooltip": tooltip,
         "status": driver.find_element(By.ID, "status").text,
         "answers": [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .answer")],
         "errors": [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .error-text")],
@@ -80,6 +83,19 @@ def locate_in_page(driver, url: str, photos: list[str], screenshot: Path) -> dic
             "return Array.from(document.querySelectorAll('#map path.cell-shaded'))"
             ".map(p => p.getAttribute('fill')).filter(f => f && f !== 'none').length"),
     }
+
+
+def _hover_top_cell(driver) -> str:
+    """Hover the darkest shaded cell (drawn last, on top) and return its tooltip's text."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cells = driver.find_elements(By.CSS_SELECTOR, "#map path.cell-shaded")
+    best = max(cells, key=lambda el: el.size["width"] * el.size["height"])  # a big target is easy to hit
+    ActionChains(driver).move_to_element(best).perform()
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".leaflet-tooltip"))
+    return driver.find_element(By.CSS_SELECTOR, ".leaflet-tooltip").text
 
 
 def test_page_locates_an_uploaded_photo_and_draws_shaded_cells(browser, live_server, predictor, photos, tmp_path):
@@ -94,6 +110,7 @@ def test_page_locates_an_uploaded_photo_and_draws_shaded_cells(browser, live_ser
     assert seen["errors"] and "not-a-photo" not in seen["errors"][0] and seen["errors"][0].startswith("error:")
     assert "1 of 2 answered" in seen["status"]
     assert seen["shaded"] > 0 and seen["fills"] == seen["shaded"]
+    assert re.fullmatch(r"cell \S+: [0-9.]+%", seen["tooltip"])  # hovering a cell shows its probability
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 

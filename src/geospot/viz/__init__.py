@@ -6,9 +6,10 @@ Earth country outlines; nothing is downloaded.
 """
 from __future__ import annotations
 
+from geospot.viz.evalmaps import country_accuracy_map, error_map, write_eval_maps
 from geospot.viz.maps import cells_map, probability_map
 
-__all__ = ["cells_map", "prediction_map", "probability_map"]
+__all__ = ["cells_map", "country_accuracy_map", "error_map", "prediction_map", "probability_map", "write_eval_maps"]
 
 
 def prediction_map(model, prediction, truth=None, **kwargs):

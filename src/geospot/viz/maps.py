@@ -105,7 +105,11 @@ def _draw_circle(ax, lat: float, lon: float, radius_km: float, view: View, **kwa
                    | np.isclose(xy[:, 1], view.lat_min) | np.isclose(xy[:, 1], view.lat_max))
         xs = np.where(on_edge, np.nan, xy[:, 0])
         if np.isfinite(xs).sum() >= 2:
-            ax.plot(xs, xy[:, 1], zorder=7, **kwargs)
+            import matplotlib.patheffects as pe
+
+            # A white casing keeps the circle visible on the darkest cells, even as a thumbnail.
+            ax.plot(xs, xy[:, 1], zorder=7, path_effects=[pe.Stroke(linewidth=4.0, foreground="white", alpha=0.9),
+                                                          pe.Normal()], **kwargs)
             drawn = True
     return drawn
 
@@ -179,11 +183,11 @@ def probability_map(cells, probs, prediction: Any = None, truth: tuple[float, fl
         for level, style in (("50", "-"), ("90", "--")):
             if level in r:
                 seen = _draw_circle(ax, pred["lat"], pred["lon"], float(r[level]), view, color=ESTIMATE_COLOUR,
-                                    linewidth=1.6, linestyle=style)
+                                    linewidth=2.0, linestyle=style)
                 where = "" if seen else ", beyond this map"
                 handles.append(Line2D([], [], color=ESTIMATE_COLOUR, linestyle=style, linewidth=1.6,
                                       label=f"{level}% of the probability ({float(r[level]):.0f} km{where})"))
-        _marker(ax, pred["lat"], pred["lon"], view, marker="*", markersize=17, color=ESTIMATE_COLOUR,
+        _marker(ax, pred["lat"], pred["lon"], view, marker="*", markersize=20, color=ESTIMATE_COLOUR,
                 markeredgecolor="white", markeredgewidth=1.2)
         handles.insert(0, Line2D([], [], marker="*", markersize=13, color=ESTIMATE_COLOUR, linestyle="none",
                                  markeredgecolor="white", label="estimate"))

@@ -112,6 +112,8 @@ def test_eval_beats_medoid_and_writes_report(dataset, trained, tmp_path, capsys)
     assert model["median_km"] < medoid["median_km"] / 3
     assert (out_dir / "report.md").is_file() and (out_dir / "error_cdf.png").is_file()
     assert (out_dir / "confusion_country.csv").is_file() and (out_dir / "confusion_country.png").is_file()
+    assert (out_dir / "error_map.png").is_file() and (out_dir / "country_accuracy_map.png").is_file()
+    assert "error_map.png" in (out_dir / "report.md").read_text()
     assert "median km" in capsys.readouterr().out
 
 
@@ -124,6 +126,7 @@ def test_cv_groups_and_summarises(dataset, tmp_path, capsys):
     assert total == pd.read_csv(dataset)["location_id"].nunique()  # every place tested exactly once
     cv = report["cv"]["geospot (local top-k mean)"]["median_km"]
     assert cv["std"] >= 0 and np.isfinite(cv["mean"])
+    assert (out_dir / "error_map.png").is_file() and (out_dir / "country_accuracy_map.png").is_file()
     assert "±" in capsys.readouterr().out
 
 

@@ -39,6 +39,8 @@ class Prediction:
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
     estimate: str = ""
     within_km: dict[str, float] = field(default_factory=dict)
+    # Every cell's probability ([C], the model's cell order) for maps; not part of the JSON.
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """The stable JSON object of `geospot locate --json` (see README)."""
@@ -216,6 +218,7 @@ class Predictor:
                     estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
                     estimate=self.estimate,
                     within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
+                    probs=ans["probs"][b],
                 )
             )
         return out

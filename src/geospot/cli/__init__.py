@@ -12,7 +12,7 @@ import sys
 
 from geospot import __version__
 
-_VERB_MODULES = ("core", "data_cmds", "explain_cmds", "geotag_cmds", "models_cmds")
+_VERB_MODULES = ("core", "data_cmds", "explain_cmds", "geotag_cmds", "models_cmds", "serve_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,6 +185,7 @@ def _cells(sub) -> None:
     p = sub.add_parser("cells", help="build geocells from a manifest's places and save them")
     p.add_argument("manifest")
     p.add_argument("--out", required=True, help="folder to write cells.json + cells.safetensors")
+    p.add_argument("--map", metavar="PNG", help="also draw the cells on a map, coloured by places per cell")
     _manifest_opts(p)
     _cell_opts(p)
     p.set_defaults(func=cmd_cells)
@@ -201,6 +202,10 @@ def cmd_cells(args) -> int:
     counts = np.asarray(cells.count)
     print(f"{len(cells)} {cells.scheme} cells from {len(set(m.groups))} places -> {args.out}")
     print(f"places per cell: min {counts.min()}, median {int(np.median(counts))}, max {counts.max()}")
+    if args.map:
+        from geospot.viz.files import save_cells_map
+
+        print(f"map -> {save_cells_map(cells, args.map)}")
     return 0
 
 
@@ -301,6 +306,8 @@ def _locate(sub) -> None:
     p.add_argument("--same-place", action="store_true",
                    help="all photos show one place: fuse them into one answer (PIGEON's multi-view averaging)")
     _estimate_opt(p, "default: the model's, else local_mean")
+    p.add_argument("--map", metavar="PNG", help="draw the answer's probability map (one photo or --same-place)")
+    p.add_argument("--map-dir", metavar="DIR", help="draw one probability map per answer into DIR (<photo>.map.png)")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_locate)
@@ -313,6 +320,9 @@ def cmd_locate(args) -> int:
     files, missing = expand_paths(args.paths)
     if args.gallery and args.model != "geoclip":
         raise SystemExit("error: --gallery applies to --model geoclip only")
+    from geospot.viz.files import check_map_options, save_locate_maps
+
+    check_map_options(args.map, args.map_dir, len(files), args.same_place)
     try:
         options = {"gallery": args.gallery} if args.gallery else {}
         if args.estimate:
@@ -331,6 +341,7 @@ def cmd_locate(args) -> int:
     else:
         for r in results:
             print(format_prediction(r))
+    save_locate_maps(results, predictor.model.cells, args.map, args.map_dir)
     failed = [r for r in results if not isinstance(r, Prediction)]
     if failed:
         print(f"{len(failed)} of {len(results)} inputs failed", file=sys.stderr)

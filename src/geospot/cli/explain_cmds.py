@@ -65,12 +65,32 @@ def _unique_name(path: str, used: set[str]) -> str:
     return name
 
 
+def _place(lat: float, lon: float) -> str:
+    """``near Town, Country`` of a cell centre (offline GeoNames)."""
+    from geospot.geo.geocode import reverse_geocode
+
+    place = reverse_geocode(lat, lon)[0]
+    where = ", ".join(x for x in (place.city, place.country) if x)
+    return f"near {where}" if where else ""
+
+
+def _exif_truth(path: str):
+    """The photo's GPS position when its EXIF has one (shown as the truth), else None."""
+    from geospot.data.images import ImageError, read_gps_exif
+
+    try:
+        return read_gps_exif(path)
+    except (ImageError, OSError):
+        return None
+
+
 def cmd_explain(args) -> int:
     import numpy as np
     import torch
     from PIL import Image
 
     from geospot.data.images import open_image
+    from geospot.explain.figures import gradcam_caption, gradcam_figure
     from geospot.explain.gradcam import gradcam, jet_colormap, overlay, to_display_image
     from geospot.predict import expand_paths
     from geospot.train.finetune import build_encoder, iter_image_batches, model_mask, model_preprocess, resolve_device
@@ -112,8 +132,9 @@ def cmd_explain(args) -> int:
         for p, cam, xi, prob, cell in zip(pos, cams, x, probs, cells):
             shown = to_display_image(xi, preprocess)
             name = _unique_name(files[p], used)
-            overlay(shown, cam).save(out / name)
             lat, lon = float(model.cells.centroid_lat[cell]), float(model.cells.centroid_lon[cell])
+            caption = gradcam_caption(ids[cell], float(prob[cell]), _place(lat, lon), _exif_truth(files[p]), (lat, lon))
+            gradcam_figure(shown, cam, caption=caption, title=Path(files[p]).name).savefig(out / name)
             print(f"{files[p]}\t{out / name}\tcell {ids[cell]} p={prob[cell]:.3f} ({lat:.4f}, {lon:.4f})")
             rgb = np.asarray(shown, dtype=np.float64)
             sum_cam = cam.astype(np.float64) if sum_cam is None else sum_cam + cam

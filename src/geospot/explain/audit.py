@@ -126,7 +126,12 @@ def _gradcam_stats(model, manifest, masks: dict, n_images: int, batch_size: int,
         if x is None:
             continue
         cams = gradcam(encoder, model.logits, torch.from_numpy(x))
-        for p, cam, xi in zip(pos, cams, x):
+        tops = [None] * len(pos)
+        if len(examples) < 4:  # the examples' captions name the top cell and its probability
+            with torch.no_grad():
+                pr = torch.softmax(model.logits(encoder(torch.from_numpy(x).to(dev))), dim=1).cpu().numpy()
+            tops = [(str(model.cells.ids[int(row.argmax())]), float(row.max())) for row in pr]
+        for p, cam, xi, top in zip(pos, cams, x, tops):
             w, h = sizes[p]
             for name, m in masks.items():
                 key = (name, w, h)
@@ -136,7 +141,7 @@ def _gradcam_stats(model, manifest, masks: dict, n_images: int, batch_size: int,
                 mass[name] += float((cam * region).sum())
                 view[name] += float(region.mean())
             if len(examples) < 4:
-                examples.append((xi, cam))
+                examples.append((xi, cam, top, paths[picks[p]]))
         total = cams.sum(axis=0, dtype=np.float64) if total is None else total + cams.sum(axis=0, dtype=np.float64)
         n += len(pos)
     if n == 0 or total is None:
@@ -294,25 +299,10 @@ def _png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _grid_image(rows: list[dict], size: int = 192) -> Image.Image | None:
-    """The occlusion grid as a picture: each grid cell coloured by its relative GeoScore drop."""
-    from geospot.explain.gradcam import jet_colormap
-
-    cells = {}
-    for r in rows:
-        name = r["name"]
-        if name.startswith("grid r") and "c" in name[6:]:
-            i, j = name[6:].split("c", 1)
-            cells[(int(i), int(j))] = r["rel_drop"]
-    if not cells:
-        return None
-    g = max(max(i, j) for i, j in cells) + 1
-    drop = np.zeros((g, g), dtype=np.float32)
-    for (i, j), v in cells.items():
-        drop[i, j] = v
-    top = max(float(drop.max()), 1e-6)
-    colours = jet_colormap(np.clip(drop / top, 0, 1))
-    return Image.fromarray(colours).resize((size, size), Image.Resampling.NEAREST)
+def _example_caption(result: dict, top, path: str) -> str:
+    """``photo.jpg: predicted cell X, p = 12.3%`` for an audit example (``top`` = (cell id, probability))."""
+    name = Path(str(path)).name
+    return name if top is None else f"{name}: predicted cell {top[0]}, p = {100 * top[1]:.1f}%"
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -351,7 +341,8 @@ def write_audit_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
     (relative GeoScore drop per grid cell). The Markdown links them and embeds a
     base64 thumbnail of the mean Grad-CAM, so the file stands alone.
     """
-    from geospot.explain.gradcam import jet_colormap, overlay, to_display_image
+    from geospot.explain.figures import gradcam_examples_figure, mean_gradcam_figure, occlusion_grid_figure
+    from geospot.explain.gradcam import jet_colormap, to_display_image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,21 +353,19 @@ def write_audit_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
         mean = np.asarray(cam["mean"], dtype=np.float32)
         peak = float(mean.max())
         heat = Image.fromarray(jet_colormap(mean / peak if peak > 0 else mean))
-        heat.save(out / "mean_gradcam.png")
+        mean_gradcam_figure(mean, int(cam["n_images"])).savefig(out / "mean_gradcam.png")
         written["mean_gradcam"] = out / "mean_gradcam.png"
         thumb = heat.resize((96, 96), Image.Resampling.BILINEAR)
         thumb_b64 = base64.b64encode(_png_bytes(thumb)).decode("ascii")
-        tiles = [overlay(to_display_image(x, cam["preprocess"]), c) for x, c in cam.get("examples", [])]
+        tiles = [(to_display_image(x, cam["preprocess"]), c, _example_caption(result, top, path))
+                 for x, c, top, path in cam.get("examples", [])]
         if tiles:
-            w, h = tiles[0].size
-            strip = Image.new("RGB", (w * len(tiles), h))
-            for i, t in enumerate(tiles):
-                strip.paste(t, (i * w, 0))
-            strip.save(out / "gradcam_examples.png")
+            gradcam_examples_figure(tiles, title="Grad-CAM of the top predicted cell").savefig(
+                out / "gradcam_examples.png")
             written["gradcam_examples"] = out / "gradcam_examples.png"
-    grid_img = _grid_image(result["masks"])
+    grid_img = occlusion_grid_figure(result["masks"])
     if grid_img is not None:
-        grid_img.save(out / "occlusion_grid.png")
+        grid_img.savefig(out / "occlusion_grid.png")
         written["occlusion_grid"] = out / "occlusion_grid.png"
 
     data = {k: v for k, v in result.items() if k != "gradcam"}

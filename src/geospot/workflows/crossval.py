@@ -152,9 +152,16 @@ def cross_validate(
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        from geospot.viz.evalmaps import write_eval_maps
+
         error_cdf(errors, out / "error_cdf.png")
-        pd.concat(tables, ignore_index=True).to_csv(out / "predictions.csv", index=False)
+        table = pd.concat(tables, ignore_index=True)
+        table.to_csv(out / "predictions.csv", index=False)
         report["figures"] = {"error CDF (out-of-fold)": "error_cdf.png"}
+        report["figures"].update(write_eval_maps({"true_lat": table["true_lat"].to_numpy(),
+                                                  "true_lon": table["true_lon"].to_numpy(),
+                                                  "pred_lat": table["lat"].to_numpy(),
+                                                  "pred_lon": table["lon"].to_numpy()}, out))
         report["predictions"] = "predictions.csv"
         write_report(report, out)
     return report

@@ -206,6 +206,10 @@ def write_full_report(report, out_dir, methods, errors, t_lat, t_lon, cells, tab
         ids = np.asarray(cells.ids, dtype=object)
         confusion_matrix(ids[true_cell], ids[pred_cell], out / "confusion_cells.png", out / "confusion_cells.csv")
         figures["cell confusion"] = "confusion_cells.png"
+    from geospot.viz.evalmaps import write_eval_maps
+
+    figures.update(write_eval_maps({"true_lat": t_lat, "true_lon": t_lon, "pred_lat": methods[main].lat,
+                                    "pred_lon": methods[main].lon, "true_cc": true_cc, "pred_cc": pred_cc}, out))
     if table is not None:
         table.to_csv(out / "predictions.csv", index=False)
         report = dict(report, predictions="predictions.csv")

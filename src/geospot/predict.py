@@ -12,7 +12,6 @@ reverse geocode.
 """
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,25 +69,31 @@ class PredictionError:
 
 
 def expand_paths(items: Iterable[str]) -> tuple[list[str], list[PredictionError]]:
-    """Files, folders (recursively, image extensions only) and globs -> sorted file list.
+    """Files, folders (recursively, image extensions only) and globs (file names
+    case-insensitive) -> sorted file list.
 
-    Names that match nothing come back as errors rather than vanishing.
+    Names that match nothing, and broken links, FIFOs or unreadable folders met on
+    the way, come back as errors rather than vanishing (see `geospot.data.scan`).
     """
+    from geospot.data.scan import glob_files, has_magic, is_special, scan_folder
+
     files: list[str] = []
     errors: list[PredictionError] = []
     for item in items:
         if os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not found:
+            found, skipped = scan_folder(item, extensions=IMAGE_EXTENSIONS)
+            errors.extend(PredictionError(p, reason) for p, reason in skipped)
+            if not found and not skipped:
                 errors.append(PredictionError(item, "folder holds no images"))
             files.extend(found)
+        elif os.path.lexists(item) and is_special(item):
+            errors.append(PredictionError(item, is_special(item)))
         elif os.path.exists(item):
             files.append(item)
-        elif glob.has_magic(item):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not found:
+        elif has_magic(item):
+            found, skipped = glob_files(item)
+            errors.extend(PredictionError(p, reason) for p, reason in skipped)
+            if not found and not skipped:
                 errors.append(PredictionError(item, "no file matches this pattern"))
             files.extend(found)
         else:

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from geospot.cli import argtypes as t
+
 
 def register(sub) -> None:
     _encoders(sub)
@@ -28,7 +30,7 @@ def _runtime_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference runtime")
     g.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
                    help="auto: torch on a GPU when present, else ONNX Runtime (fast on CPU)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda (torch backend)")
+    g.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
     g.add_argument("--cache", metavar="DIR", help="embedding cache folder (default $GEOSPOT_CACHE/embeddings)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -42,12 +44,14 @@ def _cell_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cells", metavar="DIR", help="use cells saved by `geospot cells` instead of building them")
     g.add_argument("--scheme", choices=["s2", "grid"], default="s2",
                    help="s2: PlaNet's adaptive S2 quadtree; grid: square or hexagonal grid (default s2)")
-    g.add_argument("--min-per-cell", type=int, help="s2: drop cells under this many places (default 8); grid: default 1")
-    g.add_argument("--max-per-cell", type=int, default=60, help="s2: split cells holding more places (default 60)")
-    g.add_argument("--max-level", type=int, default=20, help="s2: deepest level (default 20)")
+    g.add_argument("--min-per-cell", type=t.positive_int,
+                   help="s2: drop cells under this many places (default 8); grid: default 1")
+    g.add_argument("--max-per-cell", type=t.positive_int, default=60, help="s2: split cells holding more places (default 60)")
+    g.add_argument("--max-level", type=t.int_range(0, 30), default=20, help="s2: deepest level, 0..30 (default 20)")
     g.add_argument("--shape", choices=["square", "hex"], default="square", help="grid: cell shape")
-    g.add_argument("--cell-km", type=float, default=100.0, help="grid: cell size in km (default 100)")
-    g.add_argument("--region", help="grid: country name/ISO code, 'lat_min,lon_min,lat_max,lon_max' or GeoJSON file")
+    g.add_argument("--cell-km", type=t.positive_float, default=100.0, help="grid: cell size in km (default 100)")
+    g.add_argument("--region", type=t.region,
+                   help="grid: country name/ISO code, 'lat_min,lon_min,lat_max,lon_max' or GeoJSON file (default: the whole world)")
 
 
 def _train_opts(p: argparse.ArgumentParser) -> None:
@@ -55,21 +59,24 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("training the geocell head")
-    g.add_argument("--encoder", default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
+    g.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
     g.add_argument("--loss", choices=["haversine", "ce"], default=d.loss,
                    help="haversine: PIGEON's haversine label smoothing; ce: plain cross-entropy")
-    g.add_argument("--tau-km", type=float, default=d.tau_km, help=f"label-smoothing temperature in km (default {d.tau_km})")
-    g.add_argument("--hidden", type=int, default=d.hidden, help="hidden units of an MLP head (0 = linear)")
-    g.add_argument("--dropout", type=float, default=d.dropout)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
-    g.add_argument("--class-weighting", choices=["none", "inv_sqrt"], default=d.class_weighting)
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+    g.add_argument("--tau-km", type=t.positive_float, default=d.tau_km, help=f"label-smoothing temperature in km (default {d.tau_km})")
+    g.add_argument("--hidden", type=t.nonneg_int, default=d.hidden, help="hidden units of an MLP head (0 = linear)")
+    g.add_argument("--dropout", type=t.fraction, default=d.dropout, help="dropout of the head, in [0, 1)")
+    g.add_argument("--lr", type=t.positive_float, default=d.lr, help="learning rate")
+    g.add_argument("--weight-decay", type=t.nonneg_float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--epochs", type=t.positive_int, default=d.epochs, help="training epochs of the head")
+    g.add_argument("--batch-size", type=t.positive_int, default=d.batch_size,
+                   help="training batch size (shrinks on small datasets)")
+    g.add_argument("--patience", type=int, default=d.patience,
+                   help="early-stopping patience in epochs (0 or less: no early stopping)")
+    g.add_argument("--class-weighting", choices=["none", "inv_sqrt"], default=d.class_weighting,
+                   help="weight the loss of rare cells up (inv_sqrt) or not")
+    g.add_argument("--val-fraction", type=t.fraction, default=d.val_fraction,
                    help="fraction of places held out for early stopping when no --val is given")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=t.nonneg_int, default=d.seed, help="random seed")
     g.add_argument("--mask", metavar="SPEC",
                    help="hide image regions (watermarks) in training AND prediction, e.g. 'bottom:0.1' or 'br:0.3x0.1'")
 
@@ -187,10 +194,10 @@ def cmd_cells(args) -> int:
 def _embed(sub) -> None:
     p = sub.add_parser("embed", help="embed a manifest's images into the on-disk cache (resumable)")
     p.add_argument("manifest")
-    p.add_argument("--encoder", default="efficientnet-lite0")
+    p.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: chosen for the machine)")
+    p.add_argument("--batch-size", type=t.positive_int, default=32, help="images per inference batch")
+    p.add_argument("--workers", type=t.positive_int, default=None, help="decoding threads (default: chosen for the machine)")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_embed)
@@ -216,10 +223,10 @@ def _train(sub) -> None:
     p.add_argument("manifest")
     p.add_argument("--out", required=True, help="model folder to write (config.json + *.safetensors)")
     p.add_argument("--val", metavar="MANIFEST", help="validation manifest for early stopping")
-    p.add_argument("--unfreeze", type=int, default=0, metavar="N",
+    p.add_argument("--unfreeze", type=t.nonneg_int, default=0, metavar="N",
                    help="also fine-tune the last N encoder blocks end to end on images (slow on CPU; "
                         "checkpoints go to OUT.run/ each epoch and a rerun resumes from them)")
-    p.add_argument("--finetune-epochs", type=int, default=5, help="epochs of end-to-end fine-tuning (--unfreeze)")
+    p.add_argument("--finetune-epochs", type=t.positive_int, default=5, help="epochs of end-to-end fine-tuning (--unfreeze)")
     _manifest_opts(p)
     _cell_opts(p)
     _train_opts(p)
@@ -263,12 +270,13 @@ def _locate(sub) -> None:
     p = sub.add_parser("locate", help="where was this photo taken? (files, folders or globs)")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
-    p.add_argument("--top-k", type=int, default=5, help="cells to report and average (default 5)")
+    p.add_argument("--top-k", type=t.positive_int, default=5, help="cells to report and average (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON array (see README for the schema)")
     p.add_argument("--same-place", action="store_true",
                    help="all photos show one place: fuse them into one answer (PIGEON's multi-view averaging)")
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="auto: torch on a GPU when present, else ONNX Runtime (fast on CPU)")
+    p.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
     p.set_defaults(func=cmd_locate)
 
 
@@ -303,7 +311,7 @@ def _eval(sub) -> None:
                    help="training manifest: adds the article-recipe baseline (and exact training places)")
     p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
                    help="how views of one location_id are combined (default: average embeddings)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_eval)
@@ -327,10 +335,11 @@ def cmd_eval(args) -> int:
 def _cv(sub) -> None:
     p = sub.add_parser("cv", help="group K-fold cross-validation by location_id, with baselines")
     p.add_argument("manifest")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=t.int_range(2), default=5, help="K of group K-fold (>= 2)")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md and plots here")
-    p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
+                   help="how views of one location_id are combined")
+    p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
     _manifest_opts(p)
     _cell_opts(p)
     _train_opts(p)

@@ -63,7 +63,8 @@ class EmbeddingResult:
 
 
 def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # surrogateescape: a non-UTF-8 file name (kept by Python as surrogates) hashes as its bytes
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _paths_hash(paths: Sequence[str]) -> str:

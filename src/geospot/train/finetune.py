@@ -281,7 +281,7 @@ def _row_rng(seed: int, epoch: int, row: int) -> np.random.Generator:
 def _fingerprint(model, df, config: FinetuneConfig) -> dict[str, Any]:
     digest = hashlib.sha256()
     for path, lat, lon in zip(df["path"].astype(str), df["lat"], df["lon"]):
-        digest.update(f"{path}|{float(lat):.9f}|{float(lon):.9f}\n".encode())
+        digest.update(f"{path}|{float(lat):.9f}|{float(lon):.9f}\n".encode("utf-8", "surrogateescape"))
     return {
         "encoder": model.encoder_name,
         "cells_hash": model.cells.hash(),

@@ -199,8 +199,6 @@ def save_model(model, out_dir: str | Path, include_train_places: bool = True) ->
 
 def load_model(model_dir: str | Path | None = None):
     """Load a `GeoModel` (the bundled default when `model_dir` is None)."""
-    from safetensors.numpy import load_file
-
     from geospot.models.checkpoint import GeoModel, default_model_dir
 
     path = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -208,8 +206,13 @@ def load_model(model_dir: str | Path | None = None):
     places = path / TRAIN_PLACES_FILE
     model.train_coords = None
     if places.is_file():
-        t = load_file(str(places))
-        model.train_coords = (t["lat"], t["lon"])
+        from geospot.models.checkpoint import CheckpointError
+        from geospot.models.validate import load_train_places
+
+        try:
+            model.train_coords = load_train_places(places)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(str(exc)) from None
     return model
 
 

@@ -128,6 +128,7 @@ class Predictor:
             encoder.load_state_dict(model.encoder_state)
         runtime = EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder)
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else encoder.preprocess
+        _check_against_encoder(model_dir, model, preprocess, encoder)
         mask = Mask.from_dict(model.mask) if model.mask else None
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode)
 
@@ -222,6 +223,19 @@ class Predictor:
         from geospot.geo.geocode import reverse_geocode
 
         return reverse_geocode(lat, lon)
+
+
+def _check_against_encoder(model_dir, model, preprocess, encoder) -> None:
+    """A model's stored preprocessing and head must fit its encoder: refuse before any photo is decoded."""
+    from geospot.models.checkpoint import CheckpointError
+
+    where = model_dir if model_dir is not None else "the bundled model"
+    if preprocess.size != encoder.preprocess.size:
+        raise CheckpointError(f"{where}/config.json: encoder.preprocess.size is {preprocess.size} but "
+                              f"{encoder.name} takes {encoder.preprocess.size} px inputs")
+    if model.embed_dim != encoder.embed_dim:
+        raise CheckpointError(f"{where}/config.json: head.embed_dim is {model.embed_dim} but {encoder.name} "
+                              f"gives {encoder.embed_dim}-d embeddings")
 
 
 def format_prediction(result: Prediction | PredictionError) -> str:

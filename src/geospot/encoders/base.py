@@ -122,7 +122,11 @@ class Preprocess:
 
 def cache_root() -> Path:
     """geospot's cache folder: $GEOSPOT_CACHE, default ~/.cache/geospot."""
-    return Path(os.environ.get("GEOSPOT_CACHE") or Path.home() / ".cache" / "geospot")
+    root = Path(os.environ.get("GEOSPOT_CACHE") or Path.home() / ".cache" / "geospot")
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"cache folder {root} (GEOSPOT_CACHE) is not a folder; point GEOSPOT_CACHE at a "
+                                 f"folder geospot may write")
+    return root
 
 
 def state_dict_hash(module: nn.Module, length: int = 16) -> str:

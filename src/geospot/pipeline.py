@@ -110,7 +110,13 @@ def build_model_cells(lat, lon, groups, cell_params: dict | None = None):
     params = dict(DEFAULT_CELLS if cell_params is None else cell_params)
     scheme = params.pop("scheme", "s2")
     loc_lat, loc_lon = location_table(lat, lon, groups)
-    return build_cells(loc_lat, loc_lon, scheme=scheme, **params)
+    cells = build_cells(loc_lat, loc_lon, scheme=scheme, **params)
+    if len(cells) < 2:  # a 1-cell model answers the same place for every photo: refuse, say why
+        raise ValueError(
+            f"only {len(cells)} geocell from {len(loc_lat)} places with {scheme} cells "
+            f"(min_per_cell={params.get('min_per_cell')}); a model needs at least 2 cells: "
+            "add places or lower --min-per-cell (or use smaller grid cells)")
+    return cells
 
 
 # --------------------------------------------------------------------------- fit

@@ -285,11 +285,13 @@ def cmd_locate(args) -> int:
     from geospot.predict import Prediction, Predictor, expand_paths, format_prediction
 
     files, missing = expand_paths(args.paths)
-    try:
-        predictor = Predictor.load(args.model, backend=args.backend, device=args.device)
-    except (CheckpointError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}")
-    results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place) if files else []
+    results = []
+    if files:  # nothing to answer: report the bad names without loading a model
+        try:
+            predictor = Predictor.load(args.model, backend=args.backend, device=args.device)
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise SystemExit(f"error: {exc}")
+        results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place)
     results = list(results) + list(missing)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))

@@ -417,7 +417,8 @@ def write_import(result: ImportResult, out: str | os.PathLike, report: str | os.
     report_path.parent.mkdir(parents=True, exist_ok=True)
     has_rows = any("row" in r for r in result.rejected)
     fields = ["row", "path", "reason"] if has_rows else ["path", "reason"]
-    with open(report_path, "w", newline="", encoding="utf-8") as fh:
+    # backslashreplace: a non-UTF-8 file name is listed as "gps-\udce9.jpg" rather than failing the report
+    with open(report_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rejected)

@@ -129,10 +129,14 @@ def _states_default(action: argparse.Action) -> bool:
 class GeospotParser(argparse.ArgumentParser):
     """argparse with one-line errors and stated defaults, inherited by every sub-parser."""
 
+    _formatters: dict[type, type] = {}
+
     def __init__(self, *a, **kw):
         fmt = kw.get("formatter_class") or argparse.HelpFormatter
         if not issubclass(fmt, DefaultsHelp):
-            fmt = type(f"Defaults{fmt.__name__}", (DefaultsHelp, fmt), {})
+            if fmt not in self._formatters:
+                self._formatters[fmt] = type(f"Defaults{fmt.__name__}", (DefaultsHelp, fmt), {})
+            fmt = self._formatters[fmt]
         kw["formatter_class"] = fmt
         super().__init__(*a, **kw)
 

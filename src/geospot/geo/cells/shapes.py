@@ -63,7 +63,7 @@ def ring_to_geometry(lat, lon, pole_hint: float | None = None):
         if hi + shift <= -180.0 or lo + shift >= 180.0:
             continue
         piece = translate(poly, xoff=shift).intersection(world)
-        if not piece.is_empty and piece.area > 0:
+        if not piece.is_empty and piece.area > 1e-9 * poly.area:  # not a rounding-error sliver
             parts.append(piece)
     if not parts:
         return Polygon()

@@ -101,3 +101,17 @@ def test_memory_error_is_a_sentence(tmp_path, monkeypatch):
 
     assert describe(MemoryError()).startswith("out of memory")
     assert describe(RecursionError()).startswith("input nested too deeply")
+
+
+def test_out_of_memory_while_preprocessing_names_the_file(tmp_path, photo, monkeypatch):
+    """Under a memory cap the reason used to be an empty `MemoryError: `."""
+    from geospot.encoders import embed
+    from geospot.encoders.base import Preprocess
+
+    def no_memory(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(embed, "prepare_image", no_memory)
+    loader = embed._Loader([str(photo)], Preprocess(size=32, resize=32), None, workers=0, window=1)
+    arr, reason = loader.load(0)
+    assert arr is None and reason == f"{photo}: not enough memory to decode and preprocess the image"

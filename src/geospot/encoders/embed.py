@@ -247,7 +247,9 @@ class _Loader:
         try:
             return prepare_image(path, self._preprocess, self._mask), None
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            reason = getattr(exc, "reason", None) or (
+                "not enough memory to decode and preprocess the image" if isinstance(exc, MemoryError)
+                else f"{type(exc).__name__}: {exc}")
             return None, f"{path}: {reason}"
 
     def start(self, rows: Iterable[int]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli, error_lines
+from hostile_util import cli, error_lines
 
 
 def test_corrupt_cache_index_is_recomputed_with_a_line(dataset, tmp_path, capsys):

@@ -12,7 +12,7 @@ import random
 import zlib
 
 import pytest
-from conftest import cli
+from hostile_util import cli
 
 BAD_VALUES = ["", " ", "-1", "0", "-0", "1e309", "nan", "inf", "-inf", "abc", "99999999999999999999", "0x10",
               "1,2", "../..", os.fsdecode(b"\xe9t\xe9"), "%s%n", "-", "1e-320", "\U0001F600", "cuda:7", "x" * 300]

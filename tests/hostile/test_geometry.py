@@ -71,7 +71,7 @@ def test_grid_cells_at_the_antimeridian_and_poles(shape_name):
         assert any(shapes[k].buffer(1e-6).intersects(shapely.Point(x, a)) for x in twins), (a, b)
 
 
-@pytest.mark.parametrize("max_per_cell", [100, 20])
+@pytest.mark.parametrize("max_per_cell", [20])  # cells s2:601..6d7, one touching 180°E
 def test_sampling_finds_land_in_cells_near_tokyo_and_auckland(max_per_cell):
     from geospot.data.sampling import sample_points
     from geospot.pipeline import build_model_cells

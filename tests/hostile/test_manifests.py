@@ -5,7 +5,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli, error_lines
+from hostile_util import cli, error_lines
 
 
 @pytest.fixture

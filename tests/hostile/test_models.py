@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import cli, error_lines
+from hostile_util import cli, error_lines
 from safetensors.torch import load_file, save_file
 
 

@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from conftest import cli, error_lines
+from hostile_util import cli, error_lines
 
 NON_UTF8 = os.fsdecode(b"gps-\xe9.jpg")  # Latin-1 name on a UTF-8 system: a surrogate in Python
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from hostile_util import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "sources"))
 

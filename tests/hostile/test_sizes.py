@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli, run_subprocess
+from hostile_util import cli, run_subprocess
 from PIL import Image
 
 # Peak RSS a whole batch of hostile images may add to the process (measured: < 30 MB with the fixes;

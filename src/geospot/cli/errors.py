@@ -59,10 +59,11 @@ def _is_geospot_error(exc: BaseException) -> bool:
 
 
 def print_error(message: str) -> None:
-    message = one_line(message)
-    if not message.startswith(("error:", "interrupted")):
-        message = f"error: {message}"
-    print(message, file=sys.stderr)
+    """`error: reason` on stderr; a message listing several problems keeps one line per problem."""
+    lines = [one_line(line) for line in str(message).splitlines() if line.strip()][:50] or ["unknown error"]
+    if not lines[0].startswith(("error:", "interrupted")):
+        lines[0] = f"error: {lines[0]}"
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

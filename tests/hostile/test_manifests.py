@@ -76,3 +76,18 @@ def test_every_verb_gives_one_line(request, fixture, verb, model_dir, tmp_path, 
 def test_manifest_of_a_fifo_or_folder_is_one_line(tmp_path, capsys):
     r = cli(capsys, "embed", tmp_path, "--encoder", "tiny")
     assert r.code == 2 and "is a directory" in r.err and len(error_lines(r.err)) == 1
+
+
+def test_ten_places_do_not_silently_make_a_one_cell_model(tmp_path, capsys):
+    from geospot.testing import make_fixture_dataset
+
+    # ten places around Zagreb: one S2 cell holds them all (>= min-per-cell 8, < max-per-cell 60)
+    ten = make_fixture_dataset(tmp_path / "ten", n_locations=10, views=1, size=16, seed=1,
+                               regions=[(45.8, 16.0, 50.0)])
+    for argv in (["cells", ten, "--out", tmp_path / "cells"],
+                 ["train", ten, "--out", tmp_path / "m", "--encoder", "tiny", "--quiet"]):
+        r = cli(capsys, *argv)
+        assert r.code == 2
+        lines = error_lines(r.err)
+        assert len(lines) == 1 and "only 1 geocell from 10 places" in lines[0] and "--min-per-cell" in lines[0]
+    assert not (tmp_path / "m").exists() and not (tmp_path / "cells").exists()

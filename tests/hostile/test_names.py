@@ -84,3 +84,17 @@ def test_import_exif_lists_broken_links(tmp_path, photo, capsys):
     r = cli(capsys, "data", "import", "exif", folder, "--out", tmp_path / "o.csv", "--quiet")
     assert r.code == 2 and "b.jpg: broken symbolic link" in r.err
     assert len(error_lines(r.err)) == 1  # the one "nothing imported" line; the rest are listed items
+
+
+def test_linked_folders_are_scanned_and_loops_reported(tmp_path, photo):
+    from geospot.data.scan import scan_folder
+
+    (tmp_path / "a").mkdir()
+    shutil.copy(photo, tmp_path / "a" / "x.JPG")
+    (tmp_path / "b").mkdir()
+    shutil.copy(photo, tmp_path / "b" / "y.jpg")
+    os.symlink(tmp_path / "b", tmp_path / "a" / "to_b")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a -> a: must end
+    files, skipped = scan_folder(tmp_path / "a", extensions={".jpg"})
+    assert sorted(os.path.basename(f) for f in files) == ["x.JPG", "y.jpg"]
+    assert [(os.path.basename(p), "loop" in r) for p, r in skipped] == [("loop", True)]

@@ -37,23 +37,31 @@ def _classify(path: str) -> tuple[bool, str | None]:
 def scan_folder(root: str | os.PathLike, recursive: bool = True,
                 extensions: Iterable[str] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """Regular files under `root` (sorted; `extensions` compared lower-case, e.g. {'.jpg'})
-    and the skipped entries with a reason. Symbolic links to folders are not followed
-    (no loops); links to files are."""
+    and the skipped entries with a reason. Symbolic links are followed; a link back
+    into a folder already being scanned (a loop) is reported once and not entered."""
     exts = {e.lower() for e in extensions} if extensions is not None else None
     files: list[str] = []
     skipped: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
 
     def on_error(exc: OSError) -> None:
         skipped.append((os.fsdecode(exc.filename) if exc.filename else str(root),
                         f"folder cannot be read ({exc.strerror or exc})"))
 
-    for dirpath, dirnames, filenames in os.walk(os.fspath(root), onerror=on_error):
+    for dirpath, dirnames, filenames in os.walk(os.fspath(root), onerror=on_error, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames.clear()
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a loop
+            skipped.append((dirpath, "symbolic link loop (folder already scanned), not followed"))
+            dirnames.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         if not recursive:
             dirnames.clear()
-        for name in dirnames:
-            if os.path.islink(os.path.join(dirpath, name)):  # not followed: a link loop would never end
-                skipped.append((os.path.join(dirpath, name), "symbolic link to a folder, not followed"))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             is_file, reason = _classify(path)

@@ -11,7 +11,6 @@ probability of lying within 25/200/750 km, and an offline reverse geocode.
 """
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,25 +74,31 @@ class PredictionError:
 
 
 def expand_paths(items: Iterable[str]) -> tuple[list[str], list[PredictionError]]:
-    """Files, folders (recursively, image extensions only) and globs -> sorted file list.
+    """Files, folders (recursively, image extensions only) and globs (file names
+    case-insensitive) -> sorted file list.
 
-    Names that match nothing come back as errors rather than vanishing.
+    Names that match nothing, and broken links, FIFOs or unreadable folders met on
+    the way, come back as errors rather than vanishing (see `geospot.data.scan`).
     """
+    from geospot.data.scan import glob_files, has_magic, is_special, scan_folder
+
     files: list[str] = []
     errors: list[PredictionError] = []
     for item in items:
         if os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not found:
+            found, skipped = scan_folder(item, extensions=IMAGE_EXTENSIONS)
+            errors.extend(PredictionError(p, reason) for p, reason in skipped)
+            if not found and not skipped:
                 errors.append(PredictionError(item, "folder holds no images"))
             files.extend(found)
+        elif os.path.lexists(item) and is_special(item):
+            errors.append(PredictionError(item, is_special(item)))
         elif os.path.exists(item):
             files.append(item)
-        elif glob.has_magic(item):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not found:
+        elif has_magic(item):
+            found, skipped = glob_files(item)
+            errors.extend(PredictionError(p, reason) for p, reason in skipped)
+            if not found and not skipped:
                 errors.append(PredictionError(item, "no file matches this pattern"))
             files.extend(found)
         else:
@@ -141,6 +146,7 @@ class Predictor:
             encoder.load_state_dict(model.encoder_state)
         runtime = EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder)
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else encoder.preprocess
+        _check_against_encoder(model_dir, model, preprocess, encoder)
         mask = Mask.from_dict(model.mask) if model.mask else None
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode, estimate=estimate)
 
@@ -253,6 +259,20 @@ def _where(result: Prediction) -> str:
         lead = "most likely around " if r50 < 1500 else "a guess, around "
     text = ", ".join(x for x in parts if x)
     return lead + text if text else "unknown place"
+
+
+
+def _check_against_encoder(model_dir, model, preprocess, encoder) -> None:
+    """A model's stored preprocessing and head must fit its encoder: refuse before any photo is decoded."""
+    from geospot.models.checkpoint import CheckpointError
+
+    where = model_dir if model_dir is not None else "the bundled model"
+    if preprocess.size != encoder.preprocess.size:
+        raise CheckpointError(f"{where}/config.json: encoder.preprocess.size is {preprocess.size} but "
+                              f"{encoder.name} takes {encoder.preprocess.size} px inputs")
+    if model.embed_dim != encoder.embed_dim:
+        raise CheckpointError(f"{where}/config.json: head.embed_dim is {model.embed_dim} but {encoder.name} "
+                              f"gives {encoder.embed_dim}-d embeddings")
 
 
 def format_prediction(result: Prediction | PredictionError) -> str:

@@ -43,8 +43,9 @@ def test_explain_asked_cell_by_id_or_index(setup, tmp_path, capsys):
     assert f"cell {cell_id} " in by_id
     assert main(["explain", str(setup["model"]), setup["paths"][0], "--cell", "1", "--out", str(tmp_path / "i")]) == 0
     assert f"cell {cell_id} " in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="neither a cell id"):
-        main(["explain", str(setup["model"]), setup["paths"][0], "--cell", "no-such-cell", "--out", str(tmp_path)])
+    assert main(["explain", str(setup["model"]), setup["paths"][0], "--cell", "no-such-cell", "--out",
+                 str(tmp_path)]) == 2  # usage error: one line, no traceback
+    assert "neither a cell id" in capsys.readouterr().err
 
 
 def test_explain_bad_files_do_not_stop_the_batch(setup, tmp_path, capsys):
@@ -60,9 +61,9 @@ def test_explain_bad_files_do_not_stop_the_batch(setup, tmp_path, capsys):
     assert len(list((tmp_path / "out").glob("*.gradcam.png"))) == 2  # the folder's two views still done
 
 
-def test_explain_refuses_a_non_model(tmp_path):
-    with pytest.raises(SystemExit, match="error"):
-        main(["explain", str(tmp_path), "x.jpg"])
+def test_explain_refuses_a_non_model(tmp_path, capsys):
+    assert main(["explain", str(tmp_path), "x.jpg"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_audit_command_writes_the_report(setup, tmp_path, capsys):

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from geospot.cli import argtypes as t
+
 
 def register(sub) -> None:
     _encoders(sub)
@@ -28,7 +30,7 @@ def _runtime_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference runtime")
     g.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
                    help="auto: torch on a GPU when present, else ONNX Runtime (fast on CPU)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda (torch backend)")
+    g.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
     g.add_argument("--cache", metavar="DIR", help="embedding cache folder (default $GEOSPOT_CACHE/embeddings)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -42,12 +44,14 @@ def _cell_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cells", metavar="DIR", help="use cells saved by `geospot cells` instead of building them")
     g.add_argument("--scheme", choices=["s2", "grid"], default="s2",
                    help="s2: PlaNet's adaptive S2 quadtree; grid: square or hexagonal grid (default s2)")
-    g.add_argument("--min-per-cell", type=int, help="s2: drop cells under this many places (default 8); grid: default 1")
-    g.add_argument("--max-per-cell", type=int, default=60, help="s2: split cells holding more places (default 60)")
-    g.add_argument("--max-level", type=int, default=20, help="s2: deepest level (default 20)")
+    g.add_argument("--min-per-cell", type=t.positive_int,
+                   help="s2: drop cells under this many places (default 8); grid: default 1")
+    g.add_argument("--max-per-cell", type=t.positive_int, default=60, help="s2: split cells holding more places (default 60)")
+    g.add_argument("--max-level", type=t.int_range(0, 30), default=20, help="s2: deepest level, 0..30 (default 20)")
     g.add_argument("--shape", choices=["square", "hex"], default="square", help="grid: cell shape")
-    g.add_argument("--cell-km", type=float, default=100.0, help="grid: cell size in km (default 100)")
-    g.add_argument("--region", help="grid: country name/ISO code, 'lat_min,lon_min,lat_max,lon_max' or GeoJSON file")
+    g.add_argument("--cell-km", type=t.positive_float, default=100.0, help="grid: cell size in km (default 100)")
+    g.add_argument("--region", type=t.region,
+                   help="grid: country name/ISO code, 'lat_min,lon_min,lat_max,lon_max' or GeoJSON file (default: the whole world)")
 
 
 def _train_opts(p: argparse.ArgumentParser) -> None:
@@ -55,21 +59,24 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("training the geocell head")
-    g.add_argument("--encoder", default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
+    g.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
     g.add_argument("--loss", choices=["haversine", "ce"], default=d.loss,
                    help="haversine: PIGEON's haversine label smoothing; ce: plain cross-entropy")
-    g.add_argument("--tau-km", type=float, default=d.tau_km, help=f"label-smoothing temperature in km (default {d.tau_km})")
-    g.add_argument("--hidden", type=int, default=d.hidden, help="hidden units of an MLP head (0 = linear)")
-    g.add_argument("--dropout", type=float, default=d.dropout)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
-    g.add_argument("--class-weighting", choices=["none", "inv_sqrt"], default=d.class_weighting)
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+    g.add_argument("--tau-km", type=t.positive_float, default=d.tau_km, help=f"label-smoothing temperature in km (default {d.tau_km})")
+    g.add_argument("--hidden", type=t.nonneg_int, default=d.hidden, help="hidden units of an MLP head (0 = linear)")
+    g.add_argument("--dropout", type=t.fraction, default=d.dropout, help="dropout of the head, in [0, 1)")
+    g.add_argument("--lr", type=t.positive_float, default=d.lr, help="learning rate")
+    g.add_argument("--weight-decay", type=t.nonneg_float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--epochs", type=t.positive_int, default=d.epochs, help="training epochs of the head")
+    g.add_argument("--batch-size", type=t.positive_int, default=d.batch_size,
+                   help="training batch size (shrinks on small datasets)")
+    g.add_argument("--patience", type=int, default=d.patience,
+                   help="early-stopping patience in epochs (0 or less: no early stopping)")
+    g.add_argument("--class-weighting", choices=["none", "inv_sqrt"], default=d.class_weighting,
+                   help="weight the loss of rare cells up (inv_sqrt) or not")
+    g.add_argument("--val-fraction", type=t.fraction, default=d.val_fraction,
                    help="fraction of places held out for early stopping when no --val is given")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=t.nonneg_int, default=d.seed, help="random seed")
     g.add_argument("--mask", metavar="SPEC",
                    help="hide image regions (watermarks) in training AND prediction, e.g. 'bottom:0.1' or 'br:0.3x0.1'")
 
@@ -212,10 +219,10 @@ def cmd_cells(args) -> int:
 def _embed(sub) -> None:
     p = sub.add_parser("embed", help="embed a manifest's images into the on-disk cache (resumable)")
     p.add_argument("manifest")
-    p.add_argument("--encoder", default="efficientnet-lite0")
+    p.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: chosen for the machine)")
+    p.add_argument("--batch-size", type=t.positive_int, default=32, help="images per inference batch")
+    p.add_argument("--workers", type=t.positive_int, default=None, help="decoding threads (default: chosen for the machine)")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_embed)
@@ -243,10 +250,10 @@ def _train(sub) -> None:
                         "one collection at a time")
     p.add_argument("--out", required=True, help="model folder to write (config.json + *.safetensors)")
     p.add_argument("--val", metavar="MANIFEST", help="validation manifest for early stopping")
-    p.add_argument("--unfreeze", type=int, default=0, metavar="N",
+    p.add_argument("--unfreeze", type=t.nonneg_int, default=0, metavar="N",
                    help="also fine-tune the last N encoder blocks end to end on images (slow on CPU; "
                         "checkpoints go to OUT.run/ each epoch and a rerun resumes from them)")
-    p.add_argument("--finetune-epochs", type=int, default=5, help="epochs of end-to-end fine-tuning (--unfreeze)")
+    p.add_argument("--finetune-epochs", type=t.positive_int, default=5, help="epochs of end-to-end fine-tuning (--unfreeze)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip calibration (by default the head is calibrated on out-of-fold predictions: "
                         "leave-one-collection-out when the data has a `collection` column, else 5-fold by place)")
@@ -301,15 +308,16 @@ def _locate(sub) -> None:
                    "model: geoclip, zeroshot:streetclip (see `geospot models`)")
     p.add_argument("--gallery", metavar="CSV", help="--model geoclip: candidate coordinates (lat,lon columns) "
                    "instead of GeoCLIP's 100K gallery")
-    p.add_argument("--top-k", type=int, default=5, help="cells to report and average (default 5)")
+    p.add_argument("--top-k", type=t.positive_int, default=5, help="cells to report and average (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON array (see README for the schema)")
     p.add_argument("--same-place", action="store_true",
                    help="all photos show one place: fuse them into one answer (PIGEON's multi-view averaging)")
     _estimate_opt(p, "default: the model's, else local_mean")
     p.add_argument("--map", metavar="PNG", help="draw the answer's probability map (one photo or --same-place)")
     p.add_argument("--map-dir", metavar="DIR", help="draw one probability map per answer into DIR (<photo>.map.png)")
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="auto: torch on a GPU when present, else ONNX Runtime (fast on CPU)")
+    p.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
     p.set_defaults(func=cmd_locate)
 
 
@@ -323,25 +331,28 @@ def cmd_locate(args) -> int:
     from geospot.viz.files import check_map_options, save_locate_maps
 
     check_map_options(args.map, args.map_dir, len(files), args.same_place)
-    try:
-        options = {"gallery": args.gallery} if args.gallery else {}
-        if args.estimate:
-            options["estimate"] = args.estimate
-        predictor = Predictor.load(args.model, backend=args.backend, device=args.device, **options)
-    except (CheckpointError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}")
-    except ValueError as exc:  # a bad --gallery file
-        if not args.gallery:
-            raise
-        raise SystemExit(f"error: {exc}")
-    results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place) if files else []
+    results = []
+    if files:  # nothing to answer: report the bad names without loading a model
+        try:
+            options = {"gallery": args.gallery} if args.gallery else {}
+            if args.estimate:
+                options["estimate"] = args.estimate
+            predictor = Predictor.load(args.model, backend=args.backend, device=args.device, **options)
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise SystemExit(f"error: {exc}")
+        except ValueError as exc:  # a bad --gallery file
+            if not args.gallery:
+                raise
+            raise SystemExit(f"error: {exc}")
+        results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place)
     results = list(results) + list(missing)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
     else:
         for r in results:
             print(format_prediction(r))
-    save_locate_maps(results, predictor.model.cells, args.map, args.map_dir)
+    if files:
+        save_locate_maps(results, predictor.model.cells, args.map, args.map_dir)
     failed = [r for r in results if not isinstance(r, Prediction)]
     if failed:
         print(f"{len(failed)} of {len(results)} inputs failed", file=sys.stderr)
@@ -363,7 +374,7 @@ def _eval(sub) -> None:
                    help="evaluate even if test places also appear in --train (reported loudly); refused by default")
     p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
                    help="how views of one location_id are combined (default: average embeddings)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
     _estimate_opt(p, "default: the model's, else local_mean")
     _manifest_opts(p)
     _runtime_opts(p)
@@ -433,15 +444,16 @@ def _cv(sub) -> None:
     p.add_argument("manifest", nargs="+",
                    help="one manifest, or several (NAME=PATH names a collection; they are combined with a "
                         "`collection` column)")
-    p.add_argument("--folds", type=int, default=5, help="folds of group K-fold by location_id (default 5)")
+    p.add_argument("--folds", type=t.int_range(2), default=5, help="K of group K-fold by location_id (>= 2)")
     p.add_argument("--group-by", metavar="COLUMN",
                    help="one fold per value of COLUMN, trained on all the others (e.g. 'collection': "
                         "leave-one-collection-out, the honest check on photos from elsewhere); default with "
                         "several manifests")
     p.add_argument("--no-calibrate", action="store_true", help="score the raw head (no calibration)")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md and plots here")
-    p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
+                   help="how views of one location_id are combined")
+    p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
     _estimate_opt(p, "default local_mean")
     _manifest_opts(p)
     _cell_opts(p)

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from geospot.cli import argtypes as t
+
 POINTS_FILE = "points.csv"
 
 _COMMON_EPILOG = """
@@ -62,9 +64,9 @@ def register(data_sub) -> None:
     g.add_argument("--headings", default="0,90,180,270", metavar="DEG,DEG,...",
                    help="camera headings in degrees, one image each (default: %(default)s)")
     g.add_argument("--size", default="640x640", metavar="WxH", help="image size, at most 640x640 (default: %(default)s)")
-    g.add_argument("--fov", type=float, default=90.0, metavar="DEG", help="horizontal field of view, 10..120 (default: %(default)s)")
-    g.add_argument("--pitch", type=float, default=0.0, metavar="DEG", help="camera pitch, -90..90 (default: %(default)s)")
-    g.add_argument("--radius", type=float, default=50.0, metavar="M",
+    g.add_argument("--fov", type=t.float_range(10.0, 120.0), default=90.0, metavar="DEG", help="horizontal field of view, 10..120 (default: %(default)s)")
+    g.add_argument("--pitch", type=t.float_range(-90.0, 90.0), default=0.0, metavar="DEG", help="camera pitch, -90..90 (default: %(default)s)")
+    g.add_argument("--radius", type=t.positive_float, default=50.0, metavar="M",
                    help="search radius around each point in metres (default: %(default)s)")
     g.add_argument("--any-source", action="store_true",
                    help="also accept indoor and user-contributed panoramas (default: outdoor only)")
@@ -89,9 +91,9 @@ def register(data_sub) -> None:
                         "the token is never written or printed")
     g.add_argument("--auth", choices=("header", "query"), default="header",
                    help="send the token as 'Authorization: OAuth TOKEN' (default) or as ?access_token=")
-    g.add_argument("--radius", type=float, default=100.0, metavar="M",
+    g.add_argument("--radius", type=t.positive_float, default=100.0, metavar="M",
                    help="search radius around each point in metres (default: %(default)s)")
-    g.add_argument("--limit", type=int, default=50, help="images asked per search (default: %(default)s)")
+    g.add_argument("--limit", type=t.positive_int, default=50, help="images asked per search (default: %(default)s)")
     g.add_argument("--base-url", default=None, metavar="URL", help="API base URL (default: https://graph.mapillary.com)")
     _add_run(mp)
     mp.set_defaults(func=_run_mapillary)
@@ -104,25 +106,25 @@ def _add_where(p: argparse.ArgumentParser) -> None:
                      help="country name or ISO code, 'lat_min,lon_min,lat_max,lon_max', a GeoJSON file, or 'world'")
     src.add_argument("--points", metavar="CSV", help="sample points instead of --region: CSV with cell,lat,lon")
     g.add_argument("--grid", choices=("square", "hex"), default="square", help="grid cell shape (default: %(default)s)")
-    g.add_argument("--cell-km", type=float, default=50.0, metavar="KM", help="grid cell edge in km (default: %(default)s)")
+    g.add_argument("--cell-km", type=t.positive_float, default=50.0, metavar="KM", help="grid cell edge in km (default: %(default)s)")
     g.add_argument("--cells", metavar="DIR", help="use the cells saved in DIR (cells.json) instead of a grid")
-    g.add_argument("--per-cell", type=int, default=10, metavar="N", help="locations wanted per cell (default: %(default)s)")
-    g.add_argument("--attempts-per-cell", type=int, default=None, metavar="M",
+    g.add_argument("--per-cell", type=t.positive_int, default=10, metavar="N", help="locations wanted per cell (default: %(default)s)")
+    g.add_argument("--attempts-per-cell", type=t.positive_int, default=None, metavar="M",
                    help="sample points tried per cell before giving up on it (default: 5 x --per-cell)")
     g.add_argument("--include-sea", action="store_true", help="also sample points at sea (default: land only)")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the sample points (default: %(default)s)")
+    g.add_argument("--seed", type=t.nonneg_int, default=0, help="random seed of the sample points (default: %(default)s)")
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder (created; rerun to resume)")
-    g.add_argument("--concurrency", type=int, default=4, metavar="N", help="parallel requests (default: %(default)s)")
-    g.add_argument("--rate", type=float, default=10.0, metavar="PER_S",
+    g.add_argument("--concurrency", type=t.positive_int, default=4, metavar="N", help="parallel requests (default: %(default)s)")
+    g.add_argument("--rate", type=t.nonneg_float, default=10.0, metavar="PER_S",
                    help="at most this many requests per second, 0 = unlimited (default: %(default)s)")
-    g.add_argument("--budget", type=int, default=None, metavar="N",
+    g.add_argument("--budget", type=t.nonneg_int, default=None, metavar="N",
                    help="send at most N requests in this run, retries included, then stop cleanly")
-    g.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default: %(default)s)")
-    g.add_argument("--retries", type=int, default=5, metavar="N", help="retries per request (default: %(default)s)")
+    g.add_argument("--timeout", type=t.positive_float, default=30.0, metavar="S", help="per-request timeout (default: %(default)s)")
+    g.add_argument("--retries", type=t.nonneg_int, default=5, metavar="N", help="retries per request (default: %(default)s)")
     g.add_argument("--dry-run", action="store_true",
                    help="print the expected number of requests (lookups + images) and stop; needs no key")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

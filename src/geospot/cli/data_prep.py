@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from geospot.cli import argtypes as t
+
 _MAX_MESSAGES = 30  # per-item messages echoed on stderr; the side reports hold them all
 
 
@@ -158,7 +160,12 @@ def _dedup_inputs(args):
 
     src = Path(args.source)
     if src.is_dir():
-        paths = sorted(str(p.resolve()) for p in src.rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS)
+        from geospot.data.scan import scan_folder
+
+        found, skipped = scan_folder(src, extensions=PHOTO_EXTENSIONS)
+        for path, reason in skipped:
+            _err(f"warning: {path}: {reason}; skipped")
+        paths = [str(Path(p).resolve()) for p in found]
         if not paths:
             raise ValueError(f"{src}: no image files found")
         return paths, None
@@ -275,13 +282,13 @@ def register(data_sub) -> None:
     p.add_argument("region", help="country name or ISO code, 'lat_min,lon_min,lat_max,lon_max', a GeoJSON "
                                   "file, or 'world'")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--n-per-cell", type=int, metavar="N", help="points in every cell")
-    how.add_argument("--n", type=int, metavar="N", help="points over the whole region")
-    p.add_argument("--cell-km", type=float, default=100.0, metavar="KM", help="grid cell edge (default: %(default)s)")
+    how.add_argument("--n-per-cell", type=t.positive_int, metavar="N", help="points in every cell")
+    how.add_argument("--n", type=t.positive_int, metavar="N", help="points over the whole region")
+    p.add_argument("--cell-km", type=t.positive_float, default=100.0, metavar="KM", help="grid cell edge (default: %(default)s)")
     p.add_argument("--grid", choices=("square", "hex"), default="square", help="grid cell shape (default: %(default)s)")
     p.add_argument("--cells", metavar="DIR", help="use the cells saved in DIR (cells.json) instead of a grid")
     p.add_argument("--include-sea", action="store_true", help="keep points at sea (default: land only)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same points (default: %(default)s)")
+    p.add_argument("--seed", type=t.nonneg_int, default=0, help="random seed; same seed, same points (default: %(default)s)")
     p.add_argument("--out", metavar="CSV", help="output file (default: stdout)")
     p.set_defaults(func=_guard(_cmd_sample))
 
@@ -317,7 +324,7 @@ def register(data_sub) -> None:
                    help="keep rows whose image is absent (e.g. coordinates now, images later)")
     p.add_argument("--no-recursive", action="store_true", help="exif: do not descend into sub-folders")
     p.add_argument("--no-verify", action="store_true", help="exif: do not decode photos (faster, misses truncation)")
-    p.add_argument("--workers", type=int, default=2, help="reader threads (default: %(default)s)")
+    p.add_argument("--workers", type=t.positive_int, default=2, help="reader threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_guard(_cmd_import))
 
@@ -339,15 +346,15 @@ def register(data_sub) -> None:
     p.add_argument("--by", choices=("location", "spatial"), default="location", help="grouping (default: %(default)s)")
     p.add_argument("--group-column", default="location_id", metavar="COL",
                    help="--by location: column to group by (default: %(default)s)")
-    p.add_argument("--level", type=int, metavar="L", help="--by spatial: S2 level of the blocks")
-    p.add_argument("--cell-km", type=float, metavar="KM", help="--by spatial: block size of a square grid instead")
-    p.add_argument("--buffer-km", type=float, default=0.0, metavar="KM",
+    p.add_argument("--level", type=t.int_range(0, 30), metavar="L", help="--by spatial: S2 level of the blocks")
+    p.add_argument("--cell-km", type=t.positive_float, metavar="KM", help="--by spatial: block size of a square grid instead")
+    p.add_argument("--buffer-km", type=t.nonneg_float, default=0.0, metavar="KM",
                    help="--by spatial: exclude training rows within KM of a test row")
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--test-fraction", type=float, metavar="F", help="share of rows in test, e.g. 0.2")
-    size.add_argument("--folds", type=int, metavar="K", help="K cross-validation folds")
+    size.add_argument("--test-fraction", type=t.open_fraction, metavar="F", help="share of rows in test, e.g. 0.2")
+    size.add_argument("--folds", type=t.int_range(2), metavar="K", help="K cross-validation folds")
     p.add_argument("--column", metavar="NAME", help="output column (default: split, or fold with --folds)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=t.nonneg_int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(func=_guard(_cmd_split))
 
     p = data_sub.add_parser(
@@ -365,7 +372,7 @@ def register(data_sub) -> None:
                "resizes of one photo; similar-looking but different scenes start around 6-10.")
     p.add_argument("source", help="manifest (CSV/Parquet) or image folder")
     p.add_argument("--out", metavar="CSV", help="pairs file (default: stdout)")
-    p.add_argument("--max-distance", type=int, default=4, metavar="BITS", help="Hamming threshold (default: %(default)s)")
+    p.add_argument("--max-distance", type=t.int_range(0, 64), default=4, metavar="BITS", help="Hamming threshold (default: %(default)s)")
     p.add_argument("--method", choices=("phash", "dhash", "both"), default="phash",
                    help="hash to match on; both = pHash and dHash within the threshold (default: %(default)s)")
     p.add_argument("--split-column", metavar="COL", help="column with the split (default: split, when present)")
@@ -373,7 +380,7 @@ def register(data_sub) -> None:
     p.add_argument("--hashes", metavar="CSV", help="hash cache: read when it exists, else written")
     p.add_argument("--rehash", action="store_true", help="recompute hashes even when --hashes exists")
     p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when a pair straddles splits")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default: %(default)s)")
+    p.add_argument("--workers", type=t.positive_int, default=2, help="decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_guard(_cmd_dedup))
 
@@ -390,19 +397,19 @@ def register(data_sub) -> None:
                "Exit status 1 when any problem is found.")
     p.add_argument("manifest", help="manifest (CSV or Parquet)")
     p.add_argument("--region", metavar="SPEC", help="flag rows outside this region (country, bbox, GeoJSON)")
-    p.add_argument("--region-tolerance-km", type=float, default=10.0, metavar="KM",
+    p.add_argument("--region-tolerance-km", type=t.nonneg_float, default=10.0, metavar="KM",
                    help="ignore rows this close to the region's (coarse) outline (default: %(default)s)")
     p.add_argument("--cells", metavar="DIR", help="count rows per cell of these cells (cells.json)")
-    p.add_argument("--s2-level", type=int, metavar="L", help="count rows per S2 cell of level L")
+    p.add_argument("--s2-level", type=t.int_range(0, 30), metavar="L", help="count rows per S2 cell of level L")
     p.add_argument("--no-decode", action="store_true", help="only check that files exist")
     p.add_argument("--near-duplicates", action="store_true", help="also hash images and list near-duplicates")
-    p.add_argument("--max-distance", type=int, default=4, metavar="BITS", help="near-duplicate threshold (default: %(default)s)")
-    p.add_argument("--spread-km", type=float, default=1.0, metavar="KM",
+    p.add_argument("--max-distance", type=t.int_range(0, 64), default=4, metavar="BITS", help="near-duplicate threshold (default: %(default)s)")
+    p.add_argument("--spread-km", type=t.nonneg_float, default=1.0, metavar="KM",
                    help="flag locations whose views are further apart (default: %(default)s)")
-    p.add_argument("--sea-tolerance-km", type=float, default=1.0, metavar="KM",
+    p.add_argument("--sea-tolerance-km", type=t.nonneg_float, default=1.0, metavar="KM",
                    help="a row is at sea only when no land lies within KM (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="also write check.json and check.md here")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default: %(default)s)")
+    p.add_argument("--workers", type=t.positive_int, default=2, help="decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_guard(_cmd_check))

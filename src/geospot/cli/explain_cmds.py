@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from geospot.cli import argtypes as t
+
 EXIT_SHORTCUT = 3
 
 
@@ -37,8 +39,8 @@ def _explain(sub) -> None:
     p.add_argument("--cell", metavar="ID", help="explain this cell (a cell id or index) instead of each photo's top cell")
     p.add_argument("--out", metavar="DIR", default="explain", help="folder for the PNGs (default ./explain)")
     p.add_argument("--mean", action="store_true", help="also write the mean heatmap over all inputs")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=t.positive_int, default=16, help="images per batch")
+    p.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps")
     p.set_defaults(func=cmd_explain)
 
 
@@ -162,19 +164,19 @@ def _audit(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder")
     p.add_argument("manifest", metavar="MANIFEST", help="test manifest (CSV or Parquet)")
     p.add_argument("--out", metavar="DIR", default="audit", help="report folder (default ./audit)")
-    p.add_argument("--grid", type=int, default=3, help="occlusion grid size (default 3: 3x3 cells)")
+    p.add_argument("--grid", type=t.positive_int, default=3, help="occlusion grid size (default 3: 3x3 cells)")
     p.add_argument("--split", metavar="NAME", help="use only rows whose `split` column equals NAME")
-    p.add_argument("--max-area", type=float, default=DEFAULT_MAX_AREA,
+    p.add_argument("--max-area", type=t.float_range(0.0, 1.0, lo_open=True), default=DEFAULT_MAX_AREA,
                    help=f"largest region that can be flagged, as a fraction of the image (default {DEFAULT_MAX_AREA})")
-    p.add_argument("--min-drop", type=float, default=DEFAULT_MIN_REL_DROP,
+    p.add_argument("--min-drop", type=t.nonneg_float, default=DEFAULT_MIN_REL_DROP,
                    help=f"smallest relative GeoScore drop that is flagged (default {DEFAULT_MIN_REL_DROP})")
-    p.add_argument("--min-excess", type=float, default=DEFAULT_MIN_EXCESS,
+    p.add_argument("--min-excess", type=t.nonneg_float, default=DEFAULT_MIN_EXCESS,
                    help=f"smallest drop / area ratio that is flagged (default {DEFAULT_MIN_EXCESS})")
-    p.add_argument("--gradcam-images", type=int, default=128, help="images for the mean Grad-CAM (0 = skip)")
+    p.add_argument("--gradcam-images", type=t.nonneg_int, default=128, help="images for the mean Grad-CAM (0 = skip)")
     p.add_argument("--fail-on-shortcut", action="store_true", help=f"exit with status {EXIT_SHORTCUT} when a shortcut is flagged")
     g = p.add_argument_group("inference runtime")
-    g.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    g.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="auto: torch on a GPU when present, else ONNX Runtime")
+    g.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps")
     g.add_argument("--cache", metavar="DIR", help="embedding cache folder (default $GEOSPOT_CACHE/embeddings)")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_audit)

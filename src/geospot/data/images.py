@@ -86,6 +86,47 @@ def _check_file(path: Path) -> None:
         raise ImageError(path, "empty file (0 bytes)")
 
 
+_ISOBMFF_BRANDS = (b"ftyp",)
+
+
+def _check_isobmff_complete(path: Path) -> None:
+    """HEIC/HEIF/AVIF are ISO-BMFF boxes: every top-level box must end inside the file.
+
+    libheif decodes a file cut short in its image data without complaint, painting
+    the missing tiles (green) - a confident answer on half a photo. A truncated
+    download or copy always leaves its last box declaring more bytes than remain.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            if fh.read(12)[4:8] not in _ISOBMFF_BRANDS:
+                return  # not ISO-BMFF: the decoder judges it
+            offset = 0
+            while offset < size:
+                fh.seek(offset)
+                head = fh.read(16)
+                if len(head) < 8:
+                    raise ImageError(path, f"truncated or incomplete HEIC/HEIF file ({size - offset} stray bytes "
+                                           f"at the end)")
+                box_size, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+                if box_size == 1:
+                    if len(head) < 16:
+                        raise ImageError(path, "truncated or incomplete HEIC/HEIF file")
+                    box_size = int.from_bytes(head[8:16], "big")
+                elif box_size == 0:  # extends to the end of the file
+                    return
+                if box_size < 8:
+                    raise ImageError(path, f"corrupt HEIC/HEIF file (box {kind!r} of {box_size} bytes)")
+                if offset + box_size > size:
+                    raise ImageError(path, f"truncated or incomplete HEIC/HEIF file: box {kind!r} needs "
+                                           f"{offset + box_size:,} bytes, the file has {size:,}")
+                offset += box_size
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
 def _describe(exc: BaseException) -> str:
     """Turn a decoder exception into a reason a user can act on."""
     msg = str(exc).strip()
@@ -200,6 +241,7 @@ def open_image(
     """
     p = Path(path)
     _check_file(p)
+    _check_isobmff_complete(p)
     _register_heif()
     try:
         with open(p, "rb") as fh:

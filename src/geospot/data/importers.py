@@ -105,9 +105,12 @@ def _exif_datetime_to_iso(raw, offset=None) -> str | None:
     return iso
 
 
-def _list_files(root: Path, recursive: bool) -> list[Path]:
-    walker = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in walker if p.is_file() or (p.is_symlink() and not p.is_dir()))
+def _list_files(root: Path, recursive: bool) -> tuple[list[Path], list[dict]]:
+    """Regular files, and a rejection (path, reason) for each broken link, FIFO or unreadable folder."""
+    from geospot.data.scan import scan_folder
+
+    files, skipped = scan_folder(root, recursive=recursive)
+    return [Path(f) for f in files], [{"path": p, "reason": reason} for p, reason in skipped]
 
 
 def _import_one_photo(path: Path, verify: bool) -> tuple[dict | None, str | None]:
@@ -137,6 +140,14 @@ def _import_one_photo(path: Path, verify: bool) -> tuple[dict | None, str | None
             "datetime_original": read_datetime_original(path) or ""}, None
 
 
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def import_exif_folder(
     root: str | os.PathLike,
     recursive: bool = True,
@@ -154,11 +165,14 @@ def import_exif_folder(
     root = Path(root)
     if not root.is_dir():
         raise DatasetImportError(f"{root}: not a folder")
-    files = _list_files(root, recursive)
+    files, skipped = _list_files(root, recursive)
     result = ImportResult(root=root.resolve())
+    result.rejected.extend(skipped)
     photos = []
     for p in files:
-        if p.suffix.lower() in PHOTO_EXTENSIONS:
+        if not _utf8_name(p):  # a manifest is UTF-8 text: such a name could not be written (or read back)
+            result.rejected.append({"path": str(p), "reason": "file name is not valid UTF-8; rename the file"})
+        elif p.suffix.lower() in PHOTO_EXTENSIONS:
             photos.append(p)
         else:
             result.rejected.append({"path": str(p), "reason": f"not a photo file type ({p.suffix or 'no extension'})"})
@@ -403,7 +417,8 @@ def write_import(result: ImportResult, out: str | os.PathLike, report: str | os.
     report_path.parent.mkdir(parents=True, exist_ok=True)
     has_rows = any("row" in r for r in result.rejected)
     fields = ["row", "path", "reason"] if has_rows else ["path", "reason"]
-    with open(report_path, "w", newline="", encoding="utf-8") as fh:
+    # backslashreplace: a non-UTF-8 file name is listed as "gps-\udce9.jpg" rather than failing the report
+    with open(report_path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rejected)

@@ -100,11 +100,23 @@ def _column_hint(missing: str, columns: Sequence[str]) -> str:
 def _read_table(path: Path) -> tuple[pd.DataFrame, list[int]]:
     """Read CSV/TSV/Parquet; return the frame and each row's line number in the file."""
     if path.suffix.lower() in _PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        names = [str(n) for n in pq.read_schema(path).names]
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:  # which of two `lat` columns is meant? never guess
+            raise ManifestError([Problem(1, c, f"column {c!r} appears more than once") for c in repeated], str(path))
         df = pd.read_parquet(path)
         df.columns = [str(c) for c in df.columns]
         return df, list(range(2, len(df) + 2))
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     header = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # pandas renames a repeated `lat` to `lat.1`
+        raw = [c.strip() for c in next(csv.reader(fh, delimiter=sep), [])]
+    repeated = sorted({c for c in raw if raw.count(c) > 1})
+    if repeated:
+        raise ManifestError([Problem(1, c, f"column {c!r} appears more than once in the header") for c in repeated],
+                            str(path))
     text = [c for c in header if c in _TEXT_COLUMNS]
     # Known columns stay raw text (empty stays "", "NA" stays "NA"); the others get
     # pandas' usual type inference and missing-value handling, "kept as they are".
@@ -168,10 +180,17 @@ def _as_text(values: pd.Series, missing: str = "") -> list[str]:
 def _coordinates(values: pd.Series, name: str, lo: float, hi: float,
                  lines: Sequence[int]) -> tuple[np.ndarray, list[Problem]]:
     """Parse one coordinate column; invalid entries become NaN, each with a Problem."""
-    if values.dtype.kind in "biuf":
+    if values.dtype.kind == "b" or str(values.dtype) == "boolean":
+        # true/false would silently read as 0/1 degrees: refuse the column
+        return np.full(len(values), np.nan), [Problem(None, name, f"column {name!r} holds true/false values, "
+                                                                  "not degrees")]
+    if values.dtype.kind in "iuf":
         parsed = values.to_numpy(dtype=np.float64, copy=True)
     else:
         parsed = np.array(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+        if values.dtype == object:  # a Parquet object column may mix booleans in: never 0/1 degrees
+            is_bool = np.fromiter((isinstance(v, (bool, np.bool_)) for v in values.tolist()), bool, len(values))
+            parsed[is_bool] = -np.inf  # out of range: the slow path below names each row
     with np.errstate(invalid="ignore"):
         suspect = ~((parsed >= lo) & (parsed <= hi))
     problems = []
@@ -187,6 +206,8 @@ def _coordinates(values: pd.Series, name: str, lo: float, hi: float,
 def _parse_coordinate(raw: str, name: str, lo: float, hi: float) -> tuple[float, str | None]:
     if raw == "":
         return np.nan, f"{name} is empty"
+    if raw.lower() in ("true", "false"):
+        return np.nan, f"{name} {raw!r} is a boolean, not degrees"
     try:
         value = float(raw)
     except ValueError:
@@ -221,6 +242,10 @@ def _validate(df: pd.DataFrame, lines: Sequence[int], root: Path, check_files: b
               source: str) -> tuple[pd.DataFrame, list[Problem], np.ndarray]:
     """Normalise the known columns and collect every problem; return (frame, problems, ok mask)."""
     problems: list[Problem] = []
+    duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if duplicated:  # which of two `lat` columns is meant? never guess
+        raise ManifestError([Problem(1, c, f"column {c!r} appears more than once in the header") for c in duplicated],
+                            source)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         found = ", ".join(map(str, df.columns)) or "none"

@@ -186,19 +186,18 @@ def sample_points(
 
 def _sample_in_cells(cells, n_per_cell: int, geometry, land_only: bool, seed: int, max_draws_per_point: int) -> pd.DataFrame:
     import shapely
-    from shapely.geometry import Polygon
     from tqdm import tqdm
 
+    from geospot.geo.cells.shapes import cell_geometries
+
     bounds = cells.bounds()
-    polygons = cells.polygons()
+    shapes = cell_geometries(cells)  # right at the antimeridian and the poles
     out_cell, out_lat, out_lon = [], [], []
     given_up = []
     for k in tqdm(range(len(cells)), desc="sampling cells", unit="cell", file=sys.stderr,
                   disable=len(cells) < 200):
         lat_min, lat_max, lon_min, lon_max = (float(v) for v in bounds[k])
-        poly = Polygon([(lon, lat) for lat, lon in polygons[k]])
-        if not poly.is_valid:
-            poly = poly.buffer(0)
+        poly = shapes[k]
         area = poly if geometry is None else poly.intersection(geometry)
         if area.is_empty:
             given_up.append((cells.ids[k], 0, 0))

@@ -38,6 +38,11 @@ _RESAMPLING = {
 }
 
 
+# Resized images longer than this many times `resize` are cropped before resizing, which
+# bounds the memory of preprocessing to ~_MAX_ASPECT x resize^2 pixels whatever the input.
+_MAX_ASPECT = 8
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """PIL image -> float32 [3, size, size]: resize shorter side, centre crop, normalise.
@@ -76,11 +81,19 @@ class Preprocess:
             raise ValueError(f"empty image ({w}x{h})")
         scale = self.resize / min(w, h)
         new_w, new_h = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        if (new_w, new_h) != (w, h):
-            # reducing_gap decodes huge photos through a cheap box pre-reduction first.
-            img = img.resize((new_w, new_h), _RESAMPLING[self.interpolation], reducing_gap=3.0)
-        left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
-        img = img.crop((left, top, left + self.size, top + self.size))
+        if max(new_w, new_h) > _MAX_ASPECT * self.resize:
+            # Extreme aspect ratio (a 20000 x 1 strip): resizing the whole image would blow the
+            # long side up to millions of pixels. Resize only the source region of the centre crop.
+            side = self.size / scale
+            left, top = (w - side) / 2 if w > side else 0.0, (h - side) / 2 if h > side else 0.0
+            box = (left, top, min(w, left + side), min(h, top + side))
+            img = img.resize((self.size, self.size), _RESAMPLING[self.interpolation], box=box, reducing_gap=3.0)
+        else:
+            if (new_w, new_h) != (w, h):
+                # reducing_gap decodes huge photos through a cheap box pre-reduction first.
+                img = img.resize((new_w, new_h), _RESAMPLING[self.interpolation], reducing_gap=3.0)
+            left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
+            img = img.crop((left, top, left + self.size, top + self.size))
         arr = np.asarray(img, dtype=np.float32)  # [S, S, 3]
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
@@ -109,7 +122,11 @@ class Preprocess:
 
 def cache_root() -> Path:
     """geospot's cache folder: $GEOSPOT_CACHE, default ~/.cache/geospot."""
-    return Path(os.environ.get("GEOSPOT_CACHE") or Path.home() / ".cache" / "geospot")
+    root = Path(os.environ.get("GEOSPOT_CACHE") or Path.home() / ".cache" / "geospot")
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"cache folder {root} (GEOSPOT_CACHE) is not a folder; point GEOSPOT_CACHE at a "
+                                 f"folder geospot may write")
+    return root
 
 
 def state_dict_hash(module: nn.Module, length: int = 16) -> str:

@@ -63,7 +63,8 @@ class EmbeddingResult:
 
 
 def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # surrogateescape: a non-UTF-8 file name (kept by Python as surrogates) hashes as its bytes
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _paths_hash(paths: Sequence[str]) -> str:
@@ -125,13 +126,31 @@ class ShardStore:
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
         index = self.dir / "index.json"
-        if index.is_file():
-            stored = json.loads(index.read_text(encoding="utf-8")).get("fingerprint")
+        stored = self._read_index(index)
+        if stored is not None:
             if stored != fingerprint:
                 raise RuntimeError(f"{index}: cache belongs to other settings ({stored}); refusing to mix with {fingerprint}")
         else:
             _atomic_write(index, json.dumps({"fingerprint": fingerprint}, indent=1, sort_keys=True).encode())
         self._remove_stale_tmp()
+
+    def _read_index(self, index: Path):
+        """The stored fingerprint, or None when absent; a damaged index empties the folder (it is a cache)."""
+        if not index.is_file():
+            return None
+        from geospot.models.validate import read_json_bounded
+
+        try:
+            stored = read_json_bounded(index)
+            if isinstance(stored, dict) and "fingerprint" in stored:
+                return stored["fingerprint"]
+            reason = "no fingerprint"
+        except (OSError, ValueError) as exc:
+            reason = str(exc)
+        print(f"geospot: {index}: corrupt cache index ({reason}); recomputing this cache", file=sys.stderr)
+        for f in list(self.dir.glob("shard-*")) + [index]:
+            f.unlink(missing_ok=True)
+        return None
 
     def _remove_stale_tmp(self) -> None:
         now = time.time()
@@ -228,7 +247,9 @@ class _Loader:
         try:
             return prepare_image(path, self._preprocess, self._mask), None
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            reason = getattr(exc, "reason", None) or (
+                "not enough memory to decode and preprocess the image" if isinstance(exc, MemoryError)
+                else f"{type(exc).__name__}: {exc}")
             return None, f"{path}: {reason}"
 
     def start(self, rows: Iterable[int]) -> None:

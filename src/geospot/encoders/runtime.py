@@ -135,6 +135,10 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
 def _session(path: Path, providers: list[str]):
     import onnxruntime as ort
 
+    # An offline tool sends nothing anywhere: switch ORT's telemetry events off (best effort: ORT >= 1.2x
+    # still records one process-start event in ~/.cache/Microsoft at import; see docs/errors.md).
+    if hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = usable_cpus()

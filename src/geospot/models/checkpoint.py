@@ -30,6 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from geospot.models.head import GeoCellHead, normalize_embeddings
+from geospot.models.validate import (check_finite, clean_stale_temp_dirs, read_json_bounded,
+                                     safetensors_shapes)
 
 FORMAT = "geospot-model"
 FORMAT_VERSION = 1
@@ -171,7 +173,8 @@ class GeoModel:
                 f"{target}: exists and is not a geospot model directory; refusing to overwrite it"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        clean_stale_temp_dirs(target)  # left by a save that was killed
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-p{os.getpid()}-", dir=target.parent))
         try:
             tmp.chmod(0o755)  # mkdtemp makes it owner-only; a model dir is ordinary shared data
             config = dict(self.config_dict(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -202,7 +205,10 @@ class GeoModel:
         if not root.is_dir():
             raise CheckpointError(f"{root}: model directory not found")
         config = _read_config(root / CONFIG_FILE)
+        _check_encoder_fields(root / CONFIG_FILE, config)
         head_cfg = config["head"]
+        # shapes come from config.json: check them against the weights' header BEFORE allocating anything
+        _check_head_header(root / HEAD_FILE, head_cfg)
         head = GeoCellHead(head_cfg["embed_dim"], head_cfg["num_cells"], head_cfg["hidden"], head_cfg["dropout"])
         _load_head_weights(head, root / HEAD_FILE)
 
@@ -232,6 +238,10 @@ class GeoModel:
         weights = config["encoder"].get("weights", "pretrained")
         if weights == ENCODER_FILE:
             encoder_state = _read_safetensors(root / ENCODER_FILE, "fine-tuned encoder weights")
+            try:
+                check_finite(encoder_state, root / ENCODER_FILE)
+            except ValueError as exc:
+                raise CheckpointError(str(exc)) from None
         elif weights != "pretrained":
             raise CheckpointError(f"{root / CONFIG_FILE}: encoder.weights must be 'pretrained' or '{ENCODER_FILE}', got {weights!r}")
         return cls(
@@ -261,11 +271,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; {path.parent} is not a geospot model directory")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path}: not UTF-8 text ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        config = read_json_bounded(path)  # size and nesting bounded before parsing
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(exc)) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{path}: not a geospot model (format {found!r}, expected {FORMAT!r})")
@@ -353,8 +361,64 @@ def _load_head_weights(head: GeoCellHead, path: Path) -> None:
     problems += [f"'{k}' has non-float dtype {state[k].dtype}" for k in expected if k in state and not state[k].is_floating_point()]
     if problems:
         raise CheckpointError(f"{path}: does not match the head described in config.json: " + "; ".join(problems))
+    try:
+        check_finite(state, path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     head.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     head.eval()
+
+
+def _check_head_header(path: Path, head_cfg: dict) -> None:
+    """The head shapes config.json implies must be those stored in the file (read from its header only)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (head weights)")
+    try:
+        stored = safetensors_shapes(path)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(exc)) from None
+    d, c, h = head_cfg["embed_dim"], head_cfg["num_cells"], head_cfg["hidden"]
+    want = ({"hidden_layer.weight": (h, d), "hidden_layer.bias": (h,), "out.weight": (c, h), "out.bias": (c,)}
+            if h > 0 else {"out.weight": (c, d), "out.bias": (c,)})
+    got = {k: v[1] for k, v in stored.items()}
+    problems = [f"missing tensor '{k}'" for k in want if k not in got]
+    problems += [f"unexpected tensor '{k}'" for k in got if k not in want]
+    problems += [f"'{k}' has shape {list(got[k])}, config.json implies {list(v)}"
+                 for k, v in want.items() if k in got and got[k] != v]
+    if problems:
+        raise CheckpointError(f"{path}: does not match the head described in config.json: " + "; ".join(problems))
+
+
+_MAX_INPUT_SIZE = 1024
+
+
+def _check_encoder_fields(path: Path, config: dict) -> None:
+    """Encoder name, preprocessing and mask must be usable before any photo is decoded with them."""
+    from geospot.encoders import list_encoders
+
+    enc = config["encoder"]
+    if enc["name"] not in list_encoders():
+        raise CheckpointError(f"{path}: unknown encoder {enc['name']!r}; known: {', '.join(list_encoders())}")
+    pre = enc.get("preprocess")
+    if pre:
+        from geospot.encoders.base import Preprocess
+
+        try:
+            if not isinstance(pre, dict):
+                raise ValueError(f"expected an object, got {type(pre).__name__}")
+            p = Preprocess.from_dict(pre)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(f"{path}: invalid encoder.preprocess ({exc})") from None
+        if p.size > _MAX_INPUT_SIZE or p.resize > 2 * p.size:
+            raise CheckpointError(f"{path}: encoder.preprocess asks for {p.size} px inputs resized from "
+                                  f"{p.resize} px; geospot allows at most {_MAX_INPUT_SIZE} px and resize <= 2 x size")
+    if config.get("mask") is not None:
+        from geospot.data.masks import Mask
+
+        try:
+            Mask.from_dict(config["mask"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: invalid mask ({exc})") from None
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -398,7 +462,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``; an old ``target`` is set aside first and deleted last."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-p{os.getpid()}-", dir=target.parent))
         old.rmdir()
         os.replace(target, old)
     try:

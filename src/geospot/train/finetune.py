@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -281,7 +282,7 @@ def _row_rng(seed: int, epoch: int, row: int) -> np.random.Generator:
 def _fingerprint(model, df, config: FinetuneConfig) -> dict[str, Any]:
     digest = hashlib.sha256()
     for path, lat, lon in zip(df["path"].astype(str), df["lat"], df["lon"]):
-        digest.update(f"{path}|{float(lat):.9f}|{float(lon):.9f}\n".encode())
+        digest.update(f"{path}|{float(lat):.9f}|{float(lon):.9f}\n".encode("utf-8", "surrogateescape"))
     return {
         "encoder": model.encoder_name,
         "cells_hash": model.cells.hash(),
@@ -338,8 +339,10 @@ def _load_checkpoint(run_dir: Path, fingerprint: dict) -> dict | None:
     path = run_dir / STATE_FILE
     if not path.is_file():
         return None
+    from geospot.models.validate import read_json_bounded
+
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = read_json_bounded(path)  # bounded size and nesting
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable fine-tuning state ({exc}); delete {run_dir} to start over") from exc
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
@@ -349,7 +352,14 @@ def _load_checkpoint(run_dir: Path, fingerprint: dict) -> dict | None:
             f"{path}: this run directory holds a fine-tuning run of a different model, data or config; "
             f"use another run_dir or delete {run_dir} to start over"
         )
-    weights = run_dir / state["weights"]
+    name = state.get("weights")
+    # a state file names a file of its own folder; never follow it elsewhere (../, absolute, links out)
+    if not isinstance(name, str) or not re.fullmatch(r"finetune-epoch\d{1,6}\.safetensors", name):
+        raise ValueError(f"{path}: 'weights' must name a finetune-epochNNNN.safetensors file in {run_dir}, "
+                         f"got {name!r}; delete {run_dir} to start over")
+    weights = run_dir / name
+    if weights.is_symlink() or not weights.resolve().parent == run_dir.resolve():
+        raise ValueError(f"{weights}: points outside {run_dir}; delete {run_dir} to start over")
     try:
         state["tensors"] = load_file(str(weights))
     except Exception as exc:  # safetensors raises several types for truncated files
@@ -500,7 +510,11 @@ def finetune(
     start_epoch = 1
     torch.manual_seed(config.seed)
     if state is not None:
-        _restore(state, encoder, head, optimizer)
+        try:
+            _restore(state, encoder, head, optimizer)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"{run_dir / STATE_FILE}: the saved fine-tuning state does not fit this model "
+                             f"({' '.join(str(exc).split())[:300]}); delete {run_dir} to start over") from exc
         history, bad_rows, start_epoch = state["history"], state["bad_rows"], state["epoch"] + 1
         print(f"finetune: resuming {run_dir} after epoch {state['epoch']}/{config.epochs}", file=sys.stderr)
 

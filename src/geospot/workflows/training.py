@@ -41,7 +41,13 @@ def build_model_cells(lat, lon, groups, cell_params: dict | None = None):
     params = dict(DEFAULT_CELLS if cell_params is None else cell_params)
     scheme = params.pop("scheme", "s2")
     loc_lat, loc_lon = location_table(lat, lon, groups)
-    return build_cells(loc_lat, loc_lon, scheme=scheme, **params)
+    cells = build_cells(loc_lat, loc_lon, scheme=scheme, **params)
+    if len(cells) < 2:  # a 1-cell model answers the same place for every photo: refuse, say why
+        raise ValueError(
+            f"only {len(cells)} geocell from {len(loc_lat)} places with {scheme} cells "
+            f"(min_per_cell={params.get('min_per_cell')}); a model needs at least 2 cells: "
+            "add places or lower --min-per-cell (or use smaller grid cells)")
+    return cells
 
 
 def calibration_folds(groups, collections=None, n_folds: int = CALIBRATION_FOLDS, seed: int = 0):
@@ -241,8 +247,6 @@ def save_model(model, out_dir: str | Path, include_train_places: bool = True) ->
 
 def load_model(model_dir: str | Path | None = None):
     """Load a `GeoModel` (the bundled default when `model_dir` is None)."""
-    from safetensors.numpy import load_file
-
     from geospot.models.checkpoint import CheckpointError, GeoModel, default_model_dir
 
     path = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -250,11 +254,12 @@ def load_model(model_dir: str | Path | None = None):
     places = path / TRAIN_PLACES_FILE
     model.train_coords = None
     if places.is_file():
+        from geospot.models.validate import load_train_places
+
         try:
-            t = load_file(str(places))
-            model.train_coords = (np.asarray(t["lat"], np.float64), np.asarray(t["lon"], np.float64))
-        except Exception as exc:
-            raise CheckpointError(f"{places}: corrupt or unreadable training places: {exc}") from exc
+            model.train_coords = load_train_places(places)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(str(exc)) from None
     return model
 
 

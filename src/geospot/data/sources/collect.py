@@ -677,6 +677,13 @@ class Collector:
             summary.requests = self.source.client.requests - req0
             summary.retries = self.source.client.retries - retry0
             summary.locations_total = len(self.state.seen)
+        if summary.stop_reason is None and summary.errors and not (
+                summary.locations_new or summary.empty or summary.duplicates):
+            # a run in which nothing succeeded is a failure, not "finished" (fewer errors than the
+            # consecutive-error stop would otherwise exit 0 with nothing collected)
+            summary.stop_reason = (f"every attempt failed ({summary.errors} of {summary.errors}); last: "
+                                   f"{getattr(self, '_last_error', 'unknown error')}")
+            summary.stop_kind = "errors"
         return summary
 
     def _finish_short(self, cell: _Cell, summary: Summary) -> None:
@@ -703,7 +710,8 @@ class Collector:
                 return consecutive_errors
             summary.errors += 1
             self._journal(journal, cell, index, "error")
-            log.warning("cell %s point %d: %s", cell.cell_id, index, self.source.client.redact(exc))
+            self._last_error = self.source.client.redact(exc)
+            log.warning("cell %s point %d: %s", cell.cell_id, index, self._last_error)
             consecutive_errors += 1
             if consecutive_errors >= self.max_consecutive_errors:
                 stop(f"{consecutive_errors} consecutive failed attempts; last: {self.source.client.redact(exc)}",

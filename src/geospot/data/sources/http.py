@@ -356,6 +356,12 @@ class HttpClient:
     def redact(self, text: object) -> str:
         return redact(text, self.secrets)
 
+    def excerpt(self, body: bytes, limit: int = 200) -> str:
+        """A printable excerpt of a response body: redacted FIRST, then cut to `limit`
+        characters (cutting first could leave most of an echoed key behind the cut)."""
+        text = self.redact(body[:65536].decode("utf-8", "replace"))
+        return text if len(text) <= limit else text[:limit] + "..."
+
     def _note(self, message: str) -> None:
         if self.log is not None:
             self.log(self.redact(message))
@@ -404,7 +410,7 @@ class HttpClient:
                 return response
             if attempt >= self.retry.max_retries:
                 status = response.status if response is not None else None
-                body = self.redact(response.body[:300].decode("utf-8", "replace")) if response is not None else ""
+                body = self.excerpt(response.body, 300) if response is not None else ""
                 raise HttpError(safe_url, self.redact(f"{problem} (gave up after {attempt + 1} attempts)"),
                                 status, body) from None
             delay = self.retry.delay(attempt, retry_after)

@@ -92,12 +92,12 @@ class MapillarySource:
         code = error.get("code") if isinstance(error, dict) else None
         if resp.status in (401, 403) or code in _AUTH_CODES or (
                 isinstance(error, dict) and error.get("type") == "OAuthException" and code not in _THROTTLE_CODES):
-            message = error.get("message") if isinstance(error, dict) else resp.body[:200].decode("utf-8", "replace")
+            message = error.get("message") if isinstance(error, dict) else self.client.excerpt(resp.body)
             raise FatalSourceError(self.client.redact(
                 f"Mapillary refused the access token (HTTP {resp.status}: {message}); "
                 "check MAPILLARY_ACCESS_TOKEN"))
         if resp.status != 200 or not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-            detail = error.get("message") if isinstance(error, dict) else resp.body[:200].decode("utf-8", "replace")
+            detail = error.get("message") if isinstance(error, dict) else self.client.excerpt(resp.body)
             raise LocationError(self.client.redact(f"{where}: HTTP {resp.status}: {detail}"))
         candidates = [loc for loc in (self._location(item) for item in payload["data"]) if loc is not None]
         if not candidates:

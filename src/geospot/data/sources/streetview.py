@@ -188,11 +188,13 @@ def _retryable_status(resp) -> str | None:
 
 def _describe(client: HttpClient, body: bytes) -> str:
     """A short, printable, redacted excerpt of an error body."""
-    text = body[:200].decode("utf-8", "replace").strip()
+    text = body[:65536].decode("utf-8", "replace").strip()
     try:
         data = json.loads(body.decode("utf-8"))
         if isinstance(data, dict):
             text = str(data.get("error_message") or data.get("status") or text)
     except (ValueError, UnicodeDecodeError):
         pass
-    return client.redact(" ".join(text.split()) or "(empty body)")
+    # redact the whole text before cutting it: a key echoed across the cut must not half-survive
+    text = client.redact(" ".join(text.split()))
+    return (text if len(text) <= 200 else text[:200] + "...") or "(empty body)"

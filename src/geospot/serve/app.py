@@ -128,11 +128,13 @@ def create_app(model_dir: str | None = None, predictor=None, limits: Limits | No
 
     @app.get("/api/basemap.geojson")
     def basemap():
-        from geospot.viz.basemap import basemap_path
+        from fastapi import Response
 
-        # The vendored file is already gzip-compressed GeoJSON: send its bytes as they are.
-        return FileResponse(basemap_path(), media_type="application/geo+json",
-                            headers={"Content-Encoding": "gzip", "Cache-Control": "max-age=3600"})
+        from geospot.viz.basemap import basemap_geojson_gz
+
+        # Built once per process from the vendored outlines, sent gzip-compressed as it is.
+        return Response(basemap_geojson_gz(), media_type="application/geo+json",
+                        headers={"Content-Encoding": "gzip", "Cache-Control": "max-age=3600"})
 
     @app.get("/api/cells.geojson")
     def cells():

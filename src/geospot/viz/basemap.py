@@ -1,41 +1,44 @@
 """The basemap under every map: country outlines (coastlines and borders) from vendored Natural Earth.
 
-One function, :func:`basemap_path`, decides which vendored file is drawn, so a
-finer outline file can replace the 1:110m one in one place. The outlines are
-public domain (Natural Earth), shipped with the package; nothing is downloaded.
+The outlines are the ones country labels use (`geospot.geo.regions.country_polygons`,
+Natural Earth 1:50m, public domain, shipped with the package; nothing is
+downloaded), so a map and its labels never disagree.
 """
 from __future__ import annotations
 
 import gzip
 import json
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-_ASSETS = Path(__file__).resolve().parents[1] / "assets"
-# Finest first: the first file present is the basemap (1:50m arrives with the regions work).
-BASEMAP_FILES = ("ne_50m_countries.geojson.gz", "ne_110m_countries.geojson.gz")
 
+@lru_cache(maxsize=1)
+def basemap_geojson_gz() -> bytes:
+    """The basemap as gzip-compressed GeoJSON (properties ``name``, ``iso2``, ``iso3``), built once,
+    coordinates rounded to 0.001 degrees (~100 m, finer than the 1:50m outlines)."""
+    from shapely import set_precision
+    from shapely.geometry import mapping
 
-def basemap_path() -> Path:
-    """The vendored country-outline GeoJSON (gzip) drawn under maps."""
-    for name in BASEMAP_FILES:
-        path = _ASSETS / name
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no basemap in {_ASSETS} (expected one of {', '.join(BASEMAP_FILES)})")
-
-
-@lru_cache(maxsize=2)
-def _load(path: str) -> dict:
-    with gzip.open(path, "rb") as raw:
-        return json.loads(raw.read())
+    feats = []
+    for c in country_polygons_cached():
+        geom = mapping(set_precision(c["geometry"], 1e-3))
+        feats.append({"type": "Feature", "properties": {"name": c["name"], "iso2": c["iso2"], "iso3": c["iso3"]},
+                      "geometry": geom})
+    text = json.dumps({"type": "FeatureCollection", "features": feats}, separators=(",", ":"))
+    return gzip.compress(text.encode("utf-8"), mtime=0)
 
 
 def basemap_geojson() -> dict:
     """The basemap as a GeoJSON FeatureCollection (properties: ``name``, ``iso2``, ``iso3``)."""
-    return _load(str(basemap_path()))
+    return json.loads(gzip.decompress(basemap_geojson_gz()))
+
+
+@lru_cache(maxsize=1)
+def country_polygons_cached() -> list[dict]:
+    from geospot.geo.regions import country_polygons
+
+    return country_polygons()
 
 
 @lru_cache(maxsize=1)
@@ -49,14 +52,12 @@ def country_shapes() -> tuple[list[str], list]:
 def country_features() -> tuple[list[str], list[str], list]:
     """ISO-2 codes, names and shapely (Multi)Polygons of every basemap feature."""
     import shapely
-    from shapely.geometry import shape
 
-    data = basemap_geojson()
     codes, names, geoms = [], [], []
-    for feature in data["features"]:
-        codes.append(str(feature.get("properties", {}).get("iso2", "")))
-        names.append(str(feature.get("properties", {}).get("name", "")))
-        geom = shape(feature["geometry"])
+    for c in country_polygons_cached():
+        codes.append(str(c["iso2"]))
+        names.append(str(c["name"]))
+        geom = c["geometry"]
         # A few simplified outlines self-touch; clipping needs valid polygons.
         geoms.append(geom if geom.is_valid else shapely.make_valid(geom))
     return codes, names, geoms

@@ -1,0 +1,104 @@
+"""Cross-collection evaluation, calibrated training, leak-proof eval, and the answer schema,
+end to end on generated collections with the `tiny` encoder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geospot.cli import main
+from geospot.testing import make_fixture_dataset
+
+TRAIN = ["--encoder", "tiny", "--epochs", "8", "--quiet", "--min-per-cell", "2", "--max-per-cell", "12"]
+
+
+@pytest.fixture(scope="module")
+def collections(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("collections")
+    return [make_fixture_dataset(root / f"c{i}", n_locations=24, views=2, size=48, seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def model(collections, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "m"
+    args = ["train", *[f"c{i}={p}" for i, p in enumerate(collections)], "--out", str(out)] + TRAIN
+    assert main(args) == 0
+    return out
+
+
+def test_train_on_collections_calibrates_leave_one_collection_out(model):
+    config = json.loads((model / "config.json").read_text())
+    cal = config["calibration"]
+    assert "leave-one-collection-out (3 collections" in cal["fitted_on"]
+    assert cal["temperature"] > 0 and 0 <= cal["prior_weight"] <= 1 and cal["kernel_km"] > 0
+    assert set(cal["radius_scale"]["local_mean"]) == {"50", "90"}
+    assert (model / "support.safetensors").is_file()
+
+
+def test_locate_answers_carry_confidence_and_never_a_zero_radius(collections, model, capsys):
+    photos = pd.read_csv(collections[0])["path"].head(4).map(lambda p: str(collections[0].parent / p)).tolist()
+    assert main(["locate", *photos, "--model", str(model), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    for a in answers:
+        assert a["estimate"] == "local_mean"
+        assert set(a["estimates"]) >= {"top_cell", "top_k_mean", "local_mean", "max_geoscore", "min_distance"}
+        assert a["radius_km"]["50"] > 0 and a["radius_km"]["90"] >= a["radius_km"]["50"]
+        assert set(a["within_km"]) == {"25", "200", "750"}
+        assert a["within_km"]["25"] <= a["within_km"]["200"] <= a["within_km"]["750"] <= 1
+    assert main(["locate", photos[0], "--model", str(model), "--estimate", "max_geoscore", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["estimate"] == "max_geoscore"
+
+
+def test_cv_by_collection_prints_a_row_per_collection_with_baselines(collections, tmp_path, capsys):
+    out = tmp_path / "cv"
+    args = ["cv", *[f"c{i}={p}" for i, p in enumerate(collections)], "--fuse", "none", "--out", str(out)] + TRAIN
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    for name in ("c0", "c1", "c2"):
+        assert f"\n{name} " in text
+    assert "baseline: training medoid" in text and "the medoid" in text
+    report = json.loads((out / "report.json").read_text())
+    assert [f["fold"] for f in report["folds"]] == ["c0", "c1", "c2"]
+    for f in report["folds"]:
+        m = f["methods"][report["main_method"]]
+        lo, hi = m["ci"]["geoscore"]
+        assert lo <= m["geoscore"] <= hi
+        assert 0 <= f["calibration"]["coverage_90"] <= 1
+    table = pd.read_csv(out / "predictions.csv")
+    assert {"path", "true_lat", "lat", "error_km", "radius50_km", "radius90_km", "p_within_25km", "fold"} <= set(table)
+    assert (table["radius50_km"] > 0).all()
+
+
+def test_eval_refuses_test_places_in_the_training_manifest(collections, model, tmp_path, capsys):
+    m = collections[0]
+    # the README's command: --train is the same file; --split test makes the baselines train on the rest
+    assert main(["eval", str(model), str(m), "--split", "test", "--train", str(m), "--out", str(tmp_path / "e")]
+                + ["--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "whose split is not 'test'" in out.err
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["overlap"]["same_id"] == 0 and report["overlap"]["nearby"] == 0
+    assert (tmp_path / "e" / "predictions.csv").is_file() and (tmp_path / "e" / "reliability.png").is_file()
+    # the same rows on both sides: refused with one line
+    code = main(["eval", str(model), str(m), "--split", "test", "--train", str(m), "--train-split", "test",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "training places too" in err and "Traceback" not in err
+
+
+def test_combine_names_collections_and_prefixes_places(collections):
+    from geospot.data.combine import collection_name, combine, parse_named
+    from geospot.data.manifest import read_manifest
+
+    assert parse_named("hr=data/x.csv") == ("hr", "data/x.csv")
+    assert parse_named("data/x.csv") == (None, "data/x.csv")
+    assert collection_name("/d/streetview-croatia/manifest.csv") == "streetview-croatia"
+    parts = [(f"c{i}", read_manifest(p)) for i, p in enumerate(collections)]
+    m = combine(parts)
+    assert sorted(set(m.df["collection"])) == ["c0", "c1", "c2"]
+    assert all(g.startswith(c + "/") for g, c in zip(m.groups, m.df["collection"]))
+    with pytest.raises(ValueError, match="collection name"):
+        combine(parts[:1] + parts[:1])

@@ -12,7 +12,7 @@ import sys
 
 from geospot import __version__
 
-_VERB_MODULES = ("core", "data_cmds", "explain_cmds")
+_VERB_MODULES = ("core", "data_cmds", "explain_cmds", "scale_cmds")  # scale_cmds extends core's verbs: after it
 
 
 def build_parser() -> argparse.ArgumentParser:

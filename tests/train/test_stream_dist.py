@@ -3,7 +3,7 @@
 The distributed half starts 2 real processes with `torch.multiprocessing.spawn`
 on 127.0.0.1 (a free port), each training on its share of every global batch
 from a memory-mapped float16 array, and compares rank 0's weights with the
-single-process run. Also: a run interrupted after epoch 2 on one process
+single-process run. Also: a run interrupted after epoch 1 on one process
 resumes on two and ends where an uninterrupted run ends.
 """
 from __future__ import annotations
@@ -25,16 +25,16 @@ from geospot.train.stream import train_head_streaming
 
 # Odd global batch (37) so the two ranks get unequal shares; MLP + dropout + class weights + validation.
 CONFIGS = {
-    "mlp_dropout_weighted_val": dict(epochs=4, batch_size=37, hidden=16, dropout=0.2, class_weighting="inv_sqrt",
+    "mlp_dropout_weighted_val": dict(epochs=3, batch_size=37, hidden=16, dropout=0.2, class_weighting="inv_sqrt",
                                      val_fraction=0.2, patience=10, lr=3e-3),
-    "linear_ce": dict(epochs=3, batch_size=64, loss="ce", dropout=0.1),
+    "linear_ce": dict(epochs=2, batch_size=64, loss="ce", dropout=0.1),
 }
-RESUME = dict(epochs=4, batch_size=50, dropout=0.1)
+RESUME = dict(epochs=3, batch_size=50, dropout=0.1)
 
 
 def _data(root):
     rng = np.random.default_rng(0)
-    n, d = 400, 24
+    n, d = 260, 16
     lat, lon = rng.uniform(-70, 70, n), rng.uniform(-180, 180, n)
     emb = rng.normal(size=(n, d)) + np.c_[lat / 20, lon / 40, np.zeros((n, d - 2))]
     np.save(root / "emb.npy", emb.astype(np.float16))
@@ -91,7 +91,7 @@ def test_streamed_equals_in_memory_training(tmp_path):
     _data(tmp_path)
     emb, lat, lon, groups, cells = _load(tmp_path)
     for cfg in (TrainConfig(epochs=3, dropout=0.0, val_fraction=0.2, patience=1),
-                TrainConfig(epochs=3, dropout=0.0, loss="ce", class_weighting="inv_sqrt", hidden=8)):
+                TrainConfig(epochs=2, dropout=0.0, loss="ce", class_weighting="inv_sqrt", hidden=8)):
         ref, ref_hist = train_head(np.asarray(emb, np.float32), lat, lon, cells, cfg, groups=groups, progress=False)
         got, hist = train_head_streaming(emb, lat, lon, cells, cfg, groups=groups, progress=False)
         _assert_same(ref.state_dict(), got.state_dict(), atol=1e-6)
@@ -110,7 +110,7 @@ def test_two_gloo_processes_equal_one_and_resume_across_world_sizes(tmp_path, mo
         single[name] = (head.state_dict(), hist)
     full, _ = train_head_streaming(emb, lat, lon, cells, TrainConfig(**RESUME), progress=False)
 
-    # one process, killed after epoch 2 (its state saved): the 2-process run below resumes it
+    # one process, killed after epoch 1 (its state saved): the 2-process run below resumes it
     real_save = stream._save_state
 
     class Killed(Exception):
@@ -118,7 +118,7 @@ def test_two_gloo_processes_equal_one_and_resume_across_world_sizes(tmp_path, mo
 
     def save_then_die(*args):
         real_save(*args)
-        if args[6]["epoch"] == 2:
+        if args[6]["epoch"] == 1:
             raise Killed
 
     monkeypatch.setattr(stream, "_save_state", save_then_die)
@@ -138,10 +138,10 @@ def test_two_gloo_processes_equal_one_and_resume_across_world_sizes(tmp_path, mo
         np.testing.assert_allclose(hist["train_loss"], ref_hist["train_loss"], rtol=1e-5)
         np.testing.assert_allclose(hist["val_geoscore"], ref_hist["val_geoscore"], rtol=1e-5)
     resumed = json.loads((tmp_path / "ddp-resumed.json").read_text())
-    assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_run"] == 4
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs_run"] == 3
     _assert_same(full.state_dict(), load_file(str(tmp_path / "ddp-resumed.safetensors")))
     # and back: one process finds the finished state and returns the same weights
     again, hist = train_head_streaming(emb, lat, lon, cells, TrainConfig(**RESUME), state_dir=tmp_path / "state",
                                        progress=False)
-    assert hist["resumed_from_epoch"] == 4
+    assert hist["resumed_from_epoch"] == 3
     _assert_same(full.state_dict(), again.state_dict())

@@ -157,3 +157,18 @@ def test_cli_shards_then_embed_from_shards(dataset, tmp_path, capsys):
     assert main(["embed", str(out / "dataset.shards.json"), "--encoder", "tiny", "--quiet",
                  "--cache", str(tmp_path / "cache")]) == 0
     assert "embedded" in capsys.readouterr().out
+
+
+def test_csv_manifest_of_virtual_paths(dataset, tmp_path):
+    """A shard manifest written as CSV (e.g. by `geospot data split`) reads back, members checked."""
+    write_shards(read_manifest(dataset), tmp_path / "sh", per_shard=30)
+    m = read_manifest(tmp_path / "sh" / "00000.tar")
+    m.write(tmp_path / "m.csv")
+    assert "sh/00000.tar#" in (tmp_path / "m.csv").read_text()  # relative to the CSV's folder
+    back = read_manifest(tmp_path / "m.csv")
+    assert back.paths == m.paths
+    df = pd.read_csv(tmp_path / "m.csv")
+    df.loc[0, "path"] = "sh/00000.tar#missing.jpg"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ManifestError, match=r"bad.csv row 2: no file 'missing.jpg' in .*00000.tar"):
+        read_manifest(tmp_path / "bad.csv")

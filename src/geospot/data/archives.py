@@ -23,7 +23,7 @@ import threading
 import zipfile
 from dataclasses import dataclass
 
-__all__ = ["ARCHIVE_SUFFIXES", "ArchiveError", "Member", "is_virtual", "list_members", "read_member",
+__all__ = ["ARCHIVE_SUFFIXES", "ArchiveError", "Member", "is_virtual", "list_members", "member_problem", "read_member",
            "split_virtual", "virtual_path"]
 
 ARCHIVE_SUFFIXES = (".tar", ".zip")
@@ -173,3 +173,17 @@ def read_member(path: str | os.PathLike, member: str | None = None) -> bytes:
             raise ArchiveError(f"{path}: not an archive member (expected ARCHIVE.tar#NAME or ARCHIVE.zip#NAME)")
         path, member = parts
     return _index(os.fspath(path)).read(member)
+
+
+def member_problem(path: str | os.PathLike) -> str | None:
+    """Why the archived file at a virtual path cannot be used (missing archive or member, empty), or None."""
+    parts = split_virtual(path)
+    if parts is None:
+        return f"file not found: {path}"
+    try:
+        m = _index(parts[0]).by_name.get(parts[1])
+    except ArchiveError as exc:
+        return str(exc)
+    if m is None:
+        return f"no file {parts[1]!r} in {parts[0]}"
+    return f"empty file (0 bytes): {path}" if m.size == 0 else None

@@ -203,6 +203,10 @@ def _file_problem(path: str) -> str | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if "#" in path:  # a photo inside a tar/zip shard (ARCHIVE.tar#NAME)
+            from geospot.data.archives import member_problem
+
+            return member_problem(path)
         return f"file not found: {path}"
     except PermissionError:
         return f"permission denied: {path}"

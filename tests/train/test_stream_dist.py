@@ -145,3 +145,16 @@ def test_two_gloo_processes_equal_one_and_resume_across_world_sizes(tmp_path, mo
                                        progress=False)
     assert hist["resumed_from_epoch"] == 3
     _assert_same(full.state_dict(), again.state_dict())
+
+
+def test_rerun_of_an_early_stopped_run_trains_no_further(tmp_path):
+    _data(tmp_path)
+    emb, lat, lon, groups, cells = _load(tmp_path)
+    cfg = TrainConfig(epochs=6, val_fraction=0.3, patience=1, lr=0.05, batch_size=32)
+    first, hist = train_head_streaming(emb, lat, lon, cells, cfg, groups=groups, state_dir=tmp_path / "s",
+                                       progress=False)
+    assert hist["stopped_early"], "needs a configuration that stops early"
+    again, hist2 = train_head_streaming(emb, lat, lon, cells, cfg, groups=groups, state_dir=tmp_path / "s",
+                                        progress=False)
+    assert hist2["epochs_run"] == hist["epochs_run"] and hist2["best_epoch"] == hist["best_epoch"]
+    _assert_same(first.state_dict(), again.state_dict(), atol=0)

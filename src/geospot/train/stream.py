@@ -127,7 +127,7 @@ def train_head_streaming(
     factor = _lr_factor(cfg, steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_geoscore": [], "val_median_km": [], "lr": []}
-    track = {"best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "epoch": 0}
+    track = {"best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "epoch": 0, "stopped": False}
     best_state = None
     fingerprint = {"config": cfg.to_dict(), "rows": int(len(rows)), "dim": dim, "cells": cells.hash(),
                    "train_sha": _sha(train_pos), "val_sha": _sha(val_pos)}
@@ -145,7 +145,8 @@ def train_head_streaming(
     weighted = cfg.class_weighting != "none"
     from tqdm import tqdm
 
-    bar = tqdm(range(track["epoch"] + 1, cfg.epochs + 1), desc=f"train head (rank {ctx.rank}/{ctx.world_size})",
+    first = cfg.epochs + 1 if track.get("stopped") else track["epoch"] + 1  # an early-stopped run is finished
+    bar = tqdm(range(first, cfg.epochs + 1), desc=f"train head (rank {ctx.rank}/{ctx.world_size})",
                unit="epoch", file=sys.stderr, disable=not (progress and ctx.is_main))
     seen_rows, t_train = 0, time.perf_counter()
     with _deterministic():
@@ -187,9 +188,10 @@ def train_head_streaming(
                     track["bad_epochs"] += 1
             else:
                 track["best_epoch"] = epoch
+            track["stopped"] = bool(len(val_pos) and 0 < cfg.patience <= track["bad_epochs"])
             if state_dir and ctx.is_main:
                 _save_state(state_dir, fingerprint, head, opt, gen, hist, track, best_state)
-            if len(val_pos) and 0 < cfg.patience <= track["bad_epochs"]:
+            if track["stopped"]:
                 break
     bar.close()
     t_train = time.perf_counter() - t_train

@@ -108,6 +108,8 @@ def _geospot(args, world: int, tmp_path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("GEOSPOT_TORCHRUN_TESTS") != "1",
+                    reason="starts torchrun 2x (6 Python processes, ~50 s CPU): set GEOSPOT_TORCHRUN_TESTS=1")
 def test_torchrun_embed_and_train_equal_one_process(shards, tmp_path):
     """`torchrun --nproc-per-node 2 -m geospot embed|train` against the same verbs in this process."""
     from safetensors.numpy import load_file

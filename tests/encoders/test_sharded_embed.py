@@ -128,3 +128,22 @@ def test_torchrun_embed_and_train_equal_one_process(shards, tmp_path):
     h1, h2 = load_file(str(tmp_path / "m1" / "head.safetensors")), load_file(str(tmp_path / "m2" / "head.safetensors"))
     for k in h1:
         np.testing.assert_allclose(h1[k], h2[k], atol=2e-5, rtol=1e-4)
+
+
+def test_train_on_a_store_cli(shards, tmp_path, capsys):
+    """`geospot train STORE` streams from the store; unsupported combinations say so in one line."""
+    from geospot.cli import main
+
+    store = tmp_path / "s"
+    assert main(["embed", str(shards), "--encoder", "tiny", "--quiet", "--store", str(store), "--store-dtype",
+                 "float32", "--cache", str(tmp_path / "c"), "--export", str(tmp_path / "e.parquet")]) == 0
+    assert f"embedded 20 of 20 images (32-d, tiny) on 1 process(es) -> {store}, {tmp_path / 'e.parquet'}" in \
+        capsys.readouterr().out
+    for extra, msg in ((["--unfreeze", "1"], "--unfreeze is not supported"), (["--val", "x.csv"], "--val-fraction"),
+                       (["--split", "nope"], "has no usable rows"), (["--encoder", "efficientnet-lite2"], "holds tiny")):
+        with pytest.raises(SystemExit, match=msg):
+            main(["train", str(store), "--out", str(tmp_path / "m"), "--quiet"] + extra)
+    assert main(["train", str(store), "--out", str(tmp_path / "m"), "--quiet", "--epochs", "2", "--split", "train",
+                 "--min-per-cell", "1"]) == 0
+    assert "saved model" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "m"), str(shards), "--quiet", "--cache", str(tmp_path / "c")]) == 0

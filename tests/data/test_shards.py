@@ -143,11 +143,38 @@ def test_patterns_and_damaged_archives(tmp_path):
     m = read_shards(ShardSpec((str(tmp_path / "s{000..003}.tar"), str(tmp_path / "bad.tar.gz"))), on_error="drop")
     assert len(m) == 3
     msgs = "\n".join(map(str, m.problems))
-    assert "s002.tar: damaged or truncated" in msgs and "s003.tar: archive not found" in msgs
+    assert "s002.tar: truncated: 3.jpg cut short after 2 complete files" in msgs and "s003.tar: archive not found" in msgs
     assert "bad.tar.gz: compressed tar cannot be read at random" in msgs
     with pytest.raises(ImageError, match="no file 'nope.jpg'"):
         open_image(str(tmp_path / "s000.tar") + "#nope.jpg")
     assert read_member(str(tmp_path / "s000.tar") + "#0.json") == b'{"lat": 1, "lon": 2}'
+    (tmp_path / "garbage.tar").write_bytes(b"not a tar at all " * 100)
+    with pytest.raises(ManifestError, match="garbage.tar: not a readable"):
+        read_shards(tmp_path / "garbage.tar")
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_index_matches_tarfile(tmp_path, fmt):
+    """Our fast header scan finds what tarfile finds: long names (GNU/PAX), ustar prefixes, dirs skipped."""
+    from geospot.data.archives import list_members
+
+    rng = np.random.default_rng(fmt)
+    with tarfile.open(tmp_path / "t.tar", "w", format=fmt) as tar:
+        for i in range(30):
+            name = ("a" * 80 + "/" + "b" * 60 + f"/{i}.jpg") if fmt == tarfile.USTAR_FORMAT else \
+                ("d" * int(rng.integers(1, 150)) + f"/é{i}.jpg")
+            data = rng.bytes(int(rng.integers(0, 2000)))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            if i == 3:
+                d = tarfile.TarInfo("dir")
+                d.type = tarfile.DIRTYPE
+                tar.addfile(d)
+    with tarfile.open(tmp_path / "t.tar") as tar:
+        ref = [(m.name, m.size, m.offset_data) for m in tar if m.isfile()]
+    members, damage = list_members(tmp_path / "t.tar")
+    assert damage is None and [(m.name, m.size, m.offset) for m in members] == ref
 
 
 def test_cli_shards_then_embed_from_shards(dataset, tmp_path, capsys):

@@ -74,6 +74,8 @@ def init(device: str = "auto", backend: str | None = None) -> Context:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _device(local_rank, device)
+    if dev.type == "cuda":  # cuBLAS needs this to honour torch.use_deterministic_algorithms (seeded training)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if world > 1 and dev.type == "cpu":
         _share_cpus(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if world > 1 and not dist.is_initialized():

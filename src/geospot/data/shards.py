@@ -285,7 +285,7 @@ def _read_archive(archive: str, spec: ShardSpec, shared_table: dict | None, rows
 
 def _is_junk(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
-    return name.startswith("__MACOSX/") or base.startswith(("._", ".")) or base.startswith("_")
+    return name.startswith("__MACOSX/") or base.startswith(".")  # macOS resource forks, hidden files
 
 
 def read_shards(spec: str | os.PathLike | ShardSpec, check_files: bool = True, on_error: str = "raise") -> Manifest:

@@ -12,7 +12,7 @@ def register(sub) -> None:
     parser = sub.add_parser("data", help="build, import, check and split datasets")
     data_sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-    for name in ("data_prep", "data_collect"):
+    for name in ("data_prep", "data_collect", "data_shards"):
         try:
             module = importlib.import_module(f"geospot.cli.{name}")
         except ModuleNotFoundError as exc:

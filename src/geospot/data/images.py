@@ -11,6 +11,7 @@ pixel mode (CMYK, palette, 16-bit, float, grey, alpha) to 8-bit RGB.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -127,6 +128,24 @@ def _check_isobmff_complete(path: Path) -> None:
         raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
 
 
+def _archived_bytes(path: str | os.PathLike) -> bytes | None:
+    """The bytes of a photo stored in an archive (virtual path `ARCHIVE.tar#NAME`), None for a plain file."""
+    if "#" not in os.fspath(path):
+        return None
+    from geospot.data.archives import ArchiveError, read_member, split_virtual
+
+    parts = split_virtual(path)
+    if parts is None:
+        return None
+    try:
+        data = read_member(*parts)
+    except (ArchiveError, OSError) as exc:
+        raise ImageError(path, str(exc).replace(f"{parts[0]}#{parts[1]}: ", "")) from None
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    return data
+
+
 def _describe(exc: BaseException) -> str:
     """Turn a decoder exception into a reason a user can act on."""
     msg = str(exc).strip()
@@ -240,11 +259,13 @@ def open_image(
     their orientation itself).
     """
     p = Path(path)
-    _check_file(p)
-    _check_isobmff_complete(p)
+    archived = _archived_bytes(path)  # a photo inside a tar/zip shard: ARCHIVE.tar#NAME
+    if archived is None:
+        _check_file(p)
+        _check_isobmff_complete(p)
     _register_heif()
     try:
-        with open(p, "rb") as fh:
+        with io.BytesIO(archived) if archived is not None else open(p, "rb") as fh:
             img, orientation = _open_header(fh)
             width, height = img.size
             if width <= 0 or height <= 0:

@@ -224,6 +224,10 @@ def _file_problem(path: str) -> str | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if "#" in path:  # a photo inside a tar/zip shard (ARCHIVE.tar#NAME)
+            from geospot.data.archives import member_problem
+
+            return member_problem(path)
         return f"file not found: {path}"
     except PermissionError:
         return f"permission denied: {path}"
@@ -433,11 +437,17 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True, on_error: s
     them, `on_error="drop"` returns the valid rows with the problems in
     `manifest.problems` (a missing required column always raises).
     `check_files=False` skips the per-file checks (exists, non-empty, readable).
+    Tar/zip shards, a pattern naming them or a `.shards.json` descriptor are read
+    by `geospot.data.shards.read_shards` (virtual paths `ARCHIVE#MEMBER`).
     """
-    src = Path(path)
-    label = str(path)
     if on_error not in ("raise", "drop"):
         raise ValueError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
+    from geospot.data.shards import is_shard_spec, read_shards
+
+    if is_shard_spec(path):  # tar/zip shards (pattern or .shards.json) are manifests too
+        return read_shards(path, check_files=check_files, on_error=on_error)
+    src = Path(path)
+    label = str(path)
     if not src.exists():
         raise ManifestError([Problem(None, None, "manifest file not found")], label)
     if src.is_dir():

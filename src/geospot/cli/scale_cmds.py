@@ -1,0 +1,193 @@
+"""Scale options of `geospot embed` and `geospot train`: sharded datasets, memory-mapped
+embeddings, and `torchrun` (several processes, GPUs, nodes).
+
+These verbs keep their one-process behaviour; this module adds options to them
+and takes over only when they are used or when the command runs under torchrun:
+
+    torchrun --nproc-per-node 4 -m geospot embed 'shards/{00000..00099}.tar' --store runs/emb
+    torchrun --nproc-per-node 4 -m geospot train runs/emb --out runs/m1
+    geospot embed manifest.csv --export embeddings.parquet
+
+`geospot train STORE` (a folder written by `embed --store`) trains with batches
+streamed from the memory-mapped embeddings; under torchrun it trains with DDP.
+`geospot train MANIFEST` under torchrun first embeds into `OUT.run/embeddings`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    embed, train = sub.choices.get("embed"), sub.choices.get("train")
+    if embed is not None:
+        g = embed.add_argument_group("scale: memory-mapped store, export, torchrun")
+        _store_opts(g)
+        g.add_argument("--export", metavar="FILE.parquet",
+                       help="also write every row's path, lat, lon, ok and embedding (a list column) to Parquet")
+        core_embed = embed.get_default("func")
+        embed.set_defaults(func=lambda args: cmd_embed(args, core_embed))
+    if train is not None:
+        g = train.add_argument_group("scale: memory-mapped store, torchrun")
+        _store_opts(g)
+        core_train = train.get_default("func")
+        train.set_defaults(func=lambda args: cmd_train(args, core_train))
+
+
+def _store_opts(g) -> None:
+    g.add_argument("--store", metavar="DIR", help="embed: write the embeddings as a memory-mapped store here; "
+                                                  "train: where to embed a manifest first under torchrun")
+    g.add_argument("--store-dtype", choices=["float16", "float32"], default="float16",
+                   help="store precision (float16 halves disk and page cache; default)")
+    g.add_argument("--rows-per-shard", type=int, default=10_000, metavar="N",
+                   help="for manifests: rows per unit of work (tar/zip datasets use one archive per unit)")
+
+
+def _scaled(args) -> bool:
+    from geospot.train.dist import launched
+
+    return bool(getattr(args, "store", None) or getattr(args, "export", None) or launched())
+
+
+def _read(path: str, split: str | None, main: bool):
+    """Rank 0 reports the manifest's problems; the other ranks read it quietly."""
+    from geospot.cli.core import read_manifest_or_exit
+
+    if main:
+        return read_manifest_or_exit(path, split)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        return read_manifest_or_exit(path, split)
+
+
+def _embed_to_store(args, manifest, ctx, store, export, mask):
+    from geospot.encoders import create_encoder
+    from geospot.encoders.runtime import EncoderRuntime
+    from geospot.encoders.sharded import embed_sharded
+    from geospot.pipeline import cache_root
+    from geospot.train import dist
+
+    enc = create_encoder(args.encoder, pretrained=True)
+    device = str(ctx.device) if args.device == "auto" else args.device
+    runtime = EncoderRuntime(args.encoder, backend=args.backend, device=device, encoder=enc)
+    meta = {"encoder": args.encoder, "weights_id": runtime.weights_id, "preprocess": enc.preprocess.to_dict(),
+            "mask": mask.to_dict() if mask is not None and not mask.is_empty else None,
+            "manifest": str(manifest.source)}
+    return embed_sharded(
+        manifest, runtime, enc.preprocess, cache_dir=args.cache or cache_root() / "embeddings", rank=ctx.rank,
+        world_size=ctx.world_size, barrier=dist.barrier, mask=mask, batch_size=getattr(args, "batch_size", 32)
+        if args.command == "embed" else 32, workers=getattr(args, "workers", None),
+        rows_per_shard=args.rows_per_shard, store=store, store_dtype=args.store_dtype, export=export,
+        store_meta=meta, progress=not args.quiet)
+
+
+def cmd_embed(args, core_embed) -> int:
+    if not _scaled(args):
+        return core_embed(args)
+    from geospot.cli.core import _mask
+    from geospot.train import dist
+
+    ctx = dist.init(device=args.device)
+    try:
+        manifest = _read(args.manifest, args.split, ctx.is_main)
+        res = _embed_to_store(args, manifest, ctx, args.store, args.export, _mask(args.mask))
+        if not ctx.is_main:
+            return 0
+        for _, reason in sorted(res.errors.items()):
+            print(f"error: {reason}", file=sys.stderr)
+        n_bad = res.n - res.n_ok
+        where = ", ".join(str(p) for p in (res.store, res.export) if p)
+        print(f"embedded {res.n_ok} of {res.n} images ({res.dim}-d, {args.encoder}) on {ctx.world_size} "
+              f"process(es)" + (f"; {n_bad} failed" if n_bad else "") + (f" -> {where}" if where else ""))
+        return 1 if n_bad else 0
+    finally:
+        dist.barrier()
+        dist.shutdown()
+
+
+def cmd_train(args, core_train) -> int:
+    from geospot.encoders.store import is_store
+
+    if not (is_store(args.manifest) or _scaled(args)):
+        return core_train(args)
+    if args.unfreeze:
+        raise SystemExit("error: --unfreeze is not supported with a store or under torchrun yet; "
+                         "fine-tune on one process (geospot train MANIFEST --unfreeze N)")
+    if args.val:
+        raise SystemExit("error: --val is not supported with a store or under torchrun; use --val-fraction")
+    from geospot.train import dist
+
+    ctx = dist.init(device=args.device)
+    try:
+        return _train(args, ctx)
+    finally:
+        dist.barrier()
+        dist.shutdown()
+
+
+def _train(args, ctx) -> int:
+    import numpy as np
+
+    from geospot.cli.core import _cell_params, _mask, _train_config
+    from geospot.encoders.store import EmbeddingStore, is_store
+    from geospot.train.stream import train_head_streaming
+
+    run_dir = Path(args.out).with_name(Path(args.out).name + ".run")
+    store_dir = Path(args.manifest)
+    if not is_store(store_dir):
+        manifest = _read(args.manifest, args.split, ctx.is_main)
+        store_dir = Path(args.store) if args.store else run_dir / "embeddings"
+        _embed_to_store(args, manifest, ctx, store_dir, None, _mask(args.mask))
+        from geospot.train import dist
+
+        dist.barrier()  # rank 0 finished the store
+    st = EmbeddingStore.open(store_dir)
+    enc = st.meta["encoder"]
+    if args.encoder not in (enc, "efficientnet-lite0"):
+        raise SystemExit(f"error: {store_dir} holds {enc} embeddings, not {args.encoder}")
+    mask = _mask(args.mask)
+    if args.mask and (mask.to_dict() if not mask.is_empty else None) != st.meta.get("mask"):
+        raise SystemExit(f"error: {store_dir} was embedded with mask {st.meta.get('mask')}, not {args.mask!r}")
+    rows = np.flatnonzero(np.asarray(st.ok))
+    if args.split and is_store(args.manifest):
+        if "split" not in st.index.columns:
+            raise SystemExit(f"error: {store_dir} has no `split` column (asked for --split {args.split})")
+        rows = rows[(st.index["split"].astype(str).to_numpy()[rows] == args.split)]
+    if len(rows) == 0:
+        raise SystemExit(f"error: {store_dir} has no usable rows")
+    lat, lon, groups = st.lat, st.lon, st.groups
+    if args.cells:
+        from geospot.geo.cells import CellTable
+
+        cells = CellTable.load(args.cells)
+    else:
+        from geospot.pipeline import build_model_cells
+
+        cells = build_model_cells(lat[rows], lon[rows], groups[rows], _cell_params(args))
+    if ctx.is_main:
+        print(f"training on {len(rows)} images, {len(cells)} cells, {ctx.world_size} process(es), "
+              f"batches streamed from {store_dir}", file=sys.stderr)
+    config = _train_config(args)
+    head, hist = train_head_streaming(st.emb, lat, lon, cells, config, groups=groups, rows=rows, ctx=ctx,
+                                      state_dir=run_dir / "head_state", progress=not args.quiet)
+    if ctx.is_main:
+        _save(args, st, head, hist, cells, config, lat[rows], lon[rows], groups[rows])
+    return 0
+
+
+def _save(args, st, head, hist, cells, config, lat, lon, groups) -> None:
+    from geospot.models.checkpoint import GeoModel
+    from geospot.pipeline import _medoid, location_table, save_model
+
+    loc_lat, loc_lon = location_table(lat, lon, groups)
+    metrics = {"train": {"images": int(len(lat)), "places": int(len(loc_lat)),
+                         "history": {k: v for k, v in hist.items() if not isinstance(v, list)},
+                         "medoid": list(_medoid(loc_lat, loc_lon))}}
+    model = GeoModel(encoder_name=st.meta["encoder"], preprocess=st.meta["preprocess"], head=head, cells=cells,
+                     train_config=config.to_dict(), metrics=metrics, mask=st.meta.get("mask"))
+    model.train_coords = (loc_lat, loc_lon)
+    save_model(model, args.out)
+    print(f"saved model -> {args.out} ({len(cells)} cells, encoder {st.meta['encoder']}, "
+          f"{hist['world_size']} process(es), {hist['rows_per_s']:.0f} rows/s)")

@@ -34,25 +34,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "geospot" / "assets" / "default_model")
     ap.add_argument("--loco-report", type=Path, help="report.json of bench_generalization.py (else computed)")
+    ap.add_argument("--card-only", action="store_true",
+                    help="only rewrite MODEL_CARD.md of the model in --out from --loco-report")
     args = ap.parse_args()
+    if args.card_only:
+        from geospot.workflows.training import load_model
+
+        from geospot.data.combine import combine
+        from geospot.data.manifest import read_manifest
+        from _common import require_shared_data
+
+        data = require_shared_data()
+        manifest = combine([(c, read_manifest(data / f"streetview-{c}" / "manifest.csv")) for c in COLLECTIONS])
+        model = load_model(args.out)
+        (args.out / "MODEL_CARD.md").write_text(model_card(json.loads(args.loco_report.read_text()), model, manifest))
+        print(f"model card -> {args.out / 'MODEL_CARD.md'}")
+        return
     manifest, emb = collection_data(COLLECTIONS, ENCODER)
     config = TrainConfig()
-    if args.loco_report:
+    if args.loco_report and args.loco_report.is_file():
         loco = json.loads(args.loco_report.read_text())
+    elif args.loco_report:  # not written yet: train now, write the card later with --card-only
+        loco = None
     else:
         loco = cross_validate(manifest, group_by="collection", encoder=ENCODER, cell_params=DEFAULT_CELLS,
                               config=config, fuse="none", embeddings=emb, progress=False)
     model = fit(manifest, encoder=ENCODER, cell_params=DEFAULT_CELLS, config=config, embeddings=emb,
                 collection_column="collection")
-    model.metrics = dict(model.metrics or {}, leave_one_collection_out={
-        f["fold"]: {m: {k: v for k, v in r.items() if k != "ci"} for m, r in f["methods"].items()}
-        for f in loco["folds"]})
     if args.out.exists():
         shutil.rmtree(args.out)
     # The Street View training places are not ours to redistribute: no train_places file.
     # The support points are means of at least 4 places each (geospot.models.distribution).
     save_model(model, args.out, include_train_places=False)
-    (args.out / "MODEL_CARD.md").write_text(model_card(loco, model, manifest))
+    if loco is not None:
+        (args.out / "MODEL_CARD.md").write_text(model_card(loco, model, manifest))
     print(f"default model -> {args.out}")
 
 

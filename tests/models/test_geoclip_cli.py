@@ -63,7 +63,7 @@ def test_locate_geoclip_json_matches_a_direct_computation(geoclip_home, capsys):
     assert [r["path"] for r in out] == photos + [str(broken)] and "error" in out[-1]
     good = out[:3]
     assert set(good[0]) == {"path", "paths", "lat", "lon", "country", "country_code", "region", "city", "radius_km",
-                            "top_cells", "estimates"}
+                            "top_cells", "estimates", "estimate", "within_km"}
     # the same answer computed by hand: encoder -> normalised embedding -> gallery softmax
     enc = create_encoder("geoclip")
     model = GeoClipModel(progress=False)
@@ -118,9 +118,8 @@ def test_without_the_tower_locate_fails_with_one_line(tmp_path, monkeypatch, cap
     Image.new("RGB", (40, 40), (90, 120, 200)).save(photo)
     manifest = make_fixture_dataset(tmp_path / "data", n_locations=2, views=1, size=32)
     for argv in (["locate", str(photo), "--model", "geoclip"], ["eval", "geoclip", str(manifest)]):
-        with pytest.raises(SystemExit) as info:
-            main(argv)
-        message = str(info.value)
+        assert main(argv) == 2  # a setup error (see docs/errors.md)
+        message = capsys.readouterr().err.strip()
         assert message.startswith("error: ") and "\n" not in message
         assert "geospot models --download geoclip" in message or "pip install --no-deps geoclip" in message
 

@@ -110,8 +110,15 @@ def cmd_embed(args, core_embed) -> int:
 def cmd_train(args, core_train) -> int:
     from geospot.encoders.store import is_store
 
-    if not (is_store(args.manifest) or _scaled(args)):
+    specs = args.manifest if isinstance(args.manifest, list) else [args.manifest]
+    if len(specs) > 1:  # several collections: the calibrated single-process path
+        if _scaled(args):
+            raise SystemExit("error: several manifests are not supported with a store or under torchrun yet; "
+                             "pass one manifest (or train them on one process)")
         return core_train(args)
+    if not (is_store(specs[0]) or _scaled(args)):
+        return core_train(args)
+    args.manifest = specs[0]
     if args.unfreeze:
         raise SystemExit("error: --unfreeze is not supported with a store or under torchrun yet; "
                          "fine-tune on one process (geospot train MANIFEST --unfreeze N)")

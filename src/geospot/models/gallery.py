@@ -60,34 +60,46 @@ class GalleryCells:
         return out
 
 
-def predictions_from_probs(probs: np.ndarray, cells, names: Sequence[str], top_k: int, geocode: bool) -> list[Prediction]:
-    """[B, G] probabilities over candidates -> `Prediction`s (the estimates and radii of our own models)."""
-    from geospot.models.estimate import confidence_radius_km, point_estimates
+#: Spread of a gallery point's probability (km): a gallery point stands for the photos around it.
+GALLERY_SIGMA_KM = 25.0
+_GALLERY_ESTIMATES = ("top_cell", "top_k_mean", "local_mean")  # the Bayes estimates need [G, G] tables
 
+
+def gallery_answer_context(cells):
+    """An `AnswerContext` whose support points are the gallery points, each spread over 25 km, so
+    radii are never 0 km; built once per gallery."""
+    from geospot.models.answer import AnswerContext
+    from geospot.models.distribution import Support
+
+    n = len(cells)
+    support = Support(cells.centroid_lat, cells.centroid_lon, np.arange(n), np.ones(n), np.full(n, GALLERY_SIGMA_KM))
+    return AnswerContext(cells, support, prior=np.full(n, 1.0 / n))
+
+
+def predictions_from_probs(probs: np.ndarray, cells, names: Sequence[str], top_k: int, geocode: bool,
+                           context=None) -> list[Prediction]:
+    """[B, G] probabilities over candidates -> `Prediction`s (the estimates and radii of our own models)."""
     k = max(1, min(top_k, probs.shape[1]))
-    est = point_estimates(probs, cells.centroid_lat, cells.centroid_lon, top_k=k)
-    radius = confidence_radius_km(probs, cells.centroid_lat, cells.centroid_lon, est["local_lat"], est["local_lon"],
-                                  levels=(0.5, 0.9))
+    ctx = context if context is not None else gallery_answer_context(cells)
+    ans = ctx.answer(probs, top_k=k, estimate="local_mean", estimates=_GALLERY_ESTIMATES)
     places = None
     if geocode:
         from geospot.geo.geocode import reverse_geocode
 
-        places = reverse_geocode(est["local_lat"], est["local_lon"])
+        places = reverse_geocode(ans["lat"], ans["lon"])
     out = []
     for b, name in enumerate(names):
         top = [{"id": cells.ids[int(i)], "prob": round(float(p), 6), "lat": round(float(cells.centroid_lat[int(i)]), 6),
-                "lon": round(float(cells.centroid_lon[int(i)]), 6)} for i, p in zip(est["top_idx"][b], est["top_prob"][b])]
+                "lon": round(float(cells.centroid_lon[int(i)]), 6)} for i, p in zip(ans["top_idx"][b], ans["top_prob"][b])]
         place = places[b] if places else None
         out.append(Prediction(
-            path=name, lat=float(est["local_lat"][b]), lon=float(est["local_lon"][b]),
-            radius_km={"50": float(radius[b, 0]), "90": float(radius[b, 1])}, top_cells=top,
+            path=name, lat=float(ans["lat"][b]), lon=float(ans["lon"][b]),
+            radius_km={"50": float(ans["radius_km"][b, 0]), "90": float(ans["radius_km"][b, 1])}, top_cells=top,
             country=place.country if place else "", country_code=place.country_code if place else "",
             region=place.region if place else "", city=place.city if place else "",
-            estimates={
-                "local_mean": {"lat": float(est["local_lat"][b]), "lon": float(est["local_lon"][b])},
-                "top_k_mean": {"lat": float(est["mean_lat"][b]), "lon": float(est["mean_lon"][b])},
-                "top_cell": {"lat": float(est["top_lat"][b, 0]), "lon": float(est["top_lon"][b, 0])},
-            },
+            estimates={n: {"lat": float(v[0][b]), "lon": float(v[1][b])} for n, v in ans["estimates"].items()},
+            estimate="local_mean",
+            within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
         ))
     return out
 
@@ -146,4 +158,6 @@ class GalleryPredictor:
 
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
         h = self.hypotheses(emb)
-        return predictions_from_probs(h["probs"], self.model.cells, names, top_k, self.geocode)
+        if getattr(self, "_context", None) is None:  # built once per predictor (the gallery does not change)
+            self._context = gallery_answer_context(self.model.cells)
+        return predictions_from_probs(h["probs"], self.model.cells, names, top_k, self.geocode, self._context)

@@ -108,5 +108,7 @@ def test_bad_options_and_logs_get_one_line(tmp_path, capsys):
     bogus.write_text("a,b\n1,2\n")
     one_line(["geotag", "--undo", str(bogus)], "not a geospot geotag log")
     one_line(["geotag"], "give photos")
-    one_line(["geotag", "x", "--same-place", "--album-by", "folder"])
+    with pytest.raises(SystemExit) as info:  # argparse's own usage error
+        main(["geotag", "x", "--same-place", "--album-by", "folder"])
+    assert info.value.code == 2
     shutil.rmtree(tmp_path, ignore_errors=True)

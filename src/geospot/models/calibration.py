@@ -11,10 +11,11 @@ that:
 - ``kernel_km`` h: the width added to every support point (see
   `geospot.models.distribution`), i.e. how far from the training places a photo may be.
 
-They are fitted jointly by maximising the likelihood of the true locations under
-the resulting distribution on the sphere (a proper scoring rule: it rewards
-being right and being honest about being unsure), each fold weighing the same
-(a big collection must not decide alone). Then, per point estimate, a radius
+Temperature and prior weight are fitted by the out-of-fold log loss of the true
+cell (a proper scoring rule: it rewards being right and being honest about
+being unsure), then the kernel by the likelihood of the true locations under
+the resulting distribution on the sphere; each fold weighs the same (a big
+collection must not decide alone). Then, per point estimate, a radius
 scale per level (``radius_scale``): the out-of-fold quantile of error / radius, so
 that on the held-out folds the true location lies inside the 50% radius for 50%
 of photos and inside the 90% radius for 90% (split-conformal calibration; it
@@ -129,11 +130,13 @@ def log_likelihood(folds: Sequence[FoldPredictions], cal: Calibration) -> np.nda
 
 def fit_calibration(folds: Sequence[FoldPredictions], fitted_on: str = "out-of-fold predictions",
                     kernel_grid_km: Sequence[float] = _KERNEL_GRID_KM) -> Calibration:
-    """Maximum-likelihood temperature, prior weight and kernel width on out-of-fold predictions.
+    """Temperature and prior weight by the out-of-fold NLL of the true cell (the cell
+    nearest the true location), then the kernel width by the likelihood of the true
+    locations with those fixed. Each fold weighs the same.
 
-    The kernel width is searched on a grid (the density matrix is recomputed per
-    width); for each width, temperature and prior weight are optimised with
-    L-BFGS-B on ``log T`` and ``logit lambda``."""
+    Fitted in two steps on purpose: jointly, a wide kernel can absorb the misses
+    and let the temperature sharpen the cells until the top cell claims nearly
+    all the mass, which is exactly the overconfidence calibration must remove."""
     from scipy.optimize import minimize
 
     folds = [f for f in folds if len(f.true_lat)]
@@ -141,31 +144,44 @@ def fit_calibration(folds: Sequence[FoldPredictions], fitted_on: str = "out-of-f
         raise ValueError("fit_calibration: no out-of-fold predictions")
     logp = [np.log(np.maximum(np.asarray(f.probs, np.float64), _FLOOR)) for f in folds]
     priors = [np.asarray(f.prior, np.float64) for f in folds]
+    truth = [_true_cells(f) for f in folds]
+
+    def calibrated(lp, pr, t, lam):
+        z = lp / t
+        z -= z.max(axis=1, keepdims=True)
+        q = np.exp(z)
+        q /= q.sum(axis=1, keepdims=True)
+        return (1 - lam) * q + lam * pr[None, :]
+
+    def cell_nll(theta):
+        t, lam = float(np.exp(theta[0])), float(1 / (1 + np.exp(-theta[1])))
+        return -sum(np.log(np.maximum(calibrated(lp, pr, t, lam)[np.arange(len(y)), y], _FLOOR)).mean()
+                    for lp, pr, y in zip(logp, priors, truth))
+
     best = None
+    for x0 in (np.array([0.0, -3.0]), np.array([1.0, -1.0])):
+        res = minimize(cell_nll, x0, method="L-BFGS-B", bounds=[(-3.0, 4.0), (-9.0, 4.0)])
+        if best is None or res.fun < best.fun:
+            best = res
+    t, lam = float(np.exp(best.x[0])), float(1 / (1 + np.exp(-best.x[1])))
+    qs = [calibrated(lp, pr, t, lam) for lp, pr in zip(logp, priors)]
+    scores = []
     for h in kernel_grid_km:
-        dens = [cell_density(f.true_lat, f.true_lon, f.support, h, f.probs.shape[1]) for f in folds]
+        ll = sum(np.log(np.maximum((q * cell_density(f.true_lat, f.true_lon, f.support, h, q.shape[1])).sum(1),
+                                   _FLOOR)).mean() for q, f in zip(qs, folds))
+        scores.append(ll)
+    h = float(kernel_grid_km[int(np.argmax(scores))])
+    return Calibration(temperature=t, prior_weight=lam, kernel_km=h, fitted_on=fitted_on)
 
-        def nll(theta, dens=dens):
-            t = float(np.exp(theta[0]))
-            lam = float(1 / (1 + np.exp(-theta[1])))
-            total = 0.0
-            for lp, pr, de in zip(logp, priors, dens):
-                z = lp / t
-                z -= z.max(axis=1, keepdims=True)
-                q = np.exp(z)
-                q /= q.sum(axis=1, keepdims=True)
-                q = (1 - lam) * q + lam * pr[None, :]
-                total -= np.log(np.maximum((q * de).sum(1), _FLOOR)).mean()  # every fold weighs the same
-            return total
 
-        starts = [np.array([0.0, -3.0]), np.array([1.0, -1.0])]
-        for x0 in starts:
-            res = minimize(nll, x0, method="L-BFGS-B", bounds=[(-3.0, 4.0), (-9.0, 4.0)])
-            if best is None or res.fun < best[0]:
-                best = (float(res.fun), h, res.x)
-    _, h, x = best
-    return Calibration(temperature=float(np.exp(x[0])), prior_weight=float(1 / (1 + np.exp(-x[1]))),
-                       kernel_km=float(h), fitted_on=fitted_on)
+def _true_cells(f: FoldPredictions) -> np.ndarray:
+    """The cell of each true location (the nearest one when it lies in none)."""
+    if f.cells is not None:
+        return np.asarray(f.cells.assign(f.true_lat, f.true_lon, nearest=True), np.int64)
+    from geospot.geo.distance import pairwise_haversine_km
+
+    d = pairwise_haversine_km(f.true_lat, f.true_lon, f.support.lat, f.support.lon)
+    return f.support.cell[np.argmin(d, axis=1)]
 
 
 #: Photos per fold used to fit radius scales (a quantile needs no more; radii are costly).

@@ -108,21 +108,28 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True
+        cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True,
+        precision: str = "fp32",
     ) -> "Predictor":
-        """Load a model directory (None: the bundled default model)."""
-        from geospot.data.masks import Mask
-        from geospot.encoders import create_encoder
-        from geospot.encoders.base import Preprocess
-        from geospot.encoders.runtime import EncoderRuntime
-        from geospot.pipeline import load_model
+        """Load a model directory (None: the bundled default model).
 
-        model = load_model(model_dir)
-        encoder = create_encoder(model.encoder_name, pretrained=True)
-        if model.encoder_state is not None:
-            encoder.load_state_dict(model.encoder_state)
-        runtime = EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder)
-        preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else encoder.preprocess
+        A frozen-encoder model on CPU (`backend` "auto"/"onnx", `device`
+        "auto"/"cpu") runs without torch: the head in NumPy and the encoder's
+        verified ONNX export (`OnnxRuntime.pretrained`). Torch is imported only
+        to export the encoder the first time, for fine-tuned encoders, or for
+        `backend="torch"`. `precision="int8"` uses the quantised export.
+        """
+        from geospot.data.masks import Mask
+        from geospot.encoders.preprocess import Preprocess
+        from geospot.models.numpy_model import load_numpy_model
+
+        model = load_numpy_model(model_dir)
+        runtime = None
+        if not model.fine_tuned and backend in ("auto", "onnx") and device in ("auto", "cpu"):
+            runtime = _torch_free_runtime(model.encoder_name, precision)
+        if runtime is None:
+            runtime = _torch_runtime(model, backend, device, precision)
+        preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else runtime.preprocess
         mask = Mask.from_dict(model.mask) if model.mask else None
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode)
 
@@ -155,9 +162,7 @@ class Predictor:
         errors = [o for o in outcomes if o is not None]
         if not good:
             return list(errors)
-        from geospot.pipeline import l2_normalize
-
-        emb = l2_normalize(emb[good])
+        emb = emb[good] / np.maximum(np.linalg.norm(emb[good], axis=-1, keepdims=True), 1e-12)
         if same_place:
             fused = emb.mean(0, keepdims=True)
             preds = self.predict_embeddings(fused, [paths[good[0]]], top_k=top_k)
@@ -217,6 +222,42 @@ class Predictor:
         from geospot.geo.geocode import reverse_geocode
 
         return reverse_geocode(lat, lon)
+
+
+def _torch_free_runtime(name: str, precision: str):
+    """The verified ONNX export of a pretrained encoder, or None when torch must (re)export it.
+
+    A file whose content differs from its record is refused: with torch
+    installed the caller exports a fresh one (one line on stderr says so);
+    without torch this is an error naming the file."""
+    import importlib.util
+    import sys
+
+    from geospot.encoders.onnx_runtime import OnnxRecordMissing, OnnxRuntime, OnnxVerificationError
+
+    try:
+        return OnnxRuntime.pretrained(name, precision)
+    except OnnxRecordMissing:
+        return None  # never exported (or exported for other weights): torch does it once
+    except OnnxVerificationError as exc:
+        try:
+            has_torch = importlib.util.find_spec("torch") is not None
+        except ValueError:  # torch blocked in sys.modules
+            has_torch = False
+        if not has_torch:
+            raise
+        print(f"geospot: {exc}; exporting again", file=sys.stderr)
+        return None
+
+
+def _torch_runtime(model, backend: str, device: str, precision: str):
+    from geospot.encoders import create_encoder
+    from geospot.encoders.runtime import EncoderRuntime
+
+    encoder = create_encoder(model.encoder_name, pretrained=True)
+    if model.encoder_state is not None:
+        encoder.load_state_dict(model.encoder_state)
+    return EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder, precision=precision)
 
 
 def format_prediction(result: Prediction | PredictionError) -> str:

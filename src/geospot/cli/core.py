@@ -267,19 +267,23 @@ def _locate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON array (see README for the schema)")
     p.add_argument("--same-place", action="store_true",
                    help="all photos show one place: fuse them into one answer (PIGEON's multi-view averaging)")
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="auto: ONNX Runtime without torch for frozen-encoder models (fastest start), else as embed")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: the quantised encoder made by `geospot encoders --quantize` (faster, approximate)")
     p.set_defaults(func=cmd_locate)
 
 
 def cmd_locate(args) -> int:
+    from geospot.encoders.onnx_runtime import OnnxRecordMissing, OnnxVerificationError
     from geospot.models.checkpoint import CheckpointError
     from geospot.predict import Prediction, Predictor, expand_paths, format_prediction
 
     files, missing = expand_paths(args.paths)
     try:
-        predictor = Predictor.load(args.model, backend=args.backend, device=args.device)
-    except (CheckpointError, FileNotFoundError) as exc:
+        predictor = Predictor.load(args.model, backend=args.backend, device=args.device, precision=args.precision)
+    except (CheckpointError, FileNotFoundError, OnnxVerificationError, OnnxRecordMissing) as exc:
         raise SystemExit(f"error: {exc}")
     results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place) if files else []
     results = list(results) + list(missing)

@@ -180,4 +180,6 @@ def test_a_file_rewritten_in_place_is_embedded_again(tmp_path):
     second = embed_paths(paths, runtime, enc.preprocess, cache_dir=tmp_path / "cache", progress=False)
     fresh = embed_paths(paths, runtime, enc.preprocess, cache_dir=None, progress=False)
     assert not np.allclose(first.embeddings[1], second.embeddings[1])
-    assert np.array_equal(second.embeddings, fresh.embeddings)
+    assert second.reused == 2 and second.computed == 1
+    # batch composition differs (2 reused + 1 new vs 3 at once): equal up to float rounding
+    np.testing.assert_allclose(second.embeddings, fresh.embeddings, rtol=1e-5, atol=1e-6)

@@ -141,8 +141,9 @@ class Predictor:
         preprocess in threads, overlapped with inference), without a cache."""
         from geospot.encoders.embed import embed_paths
 
+        # One photo: decode in this thread (a decoding pool would only add start-up latency).
         result = embed_paths(paths, self.runtime, self.preprocess, cache_dir=None, batch_size=batch_size,
-                             workers=None, mask=self.mask, progress=False)
+                             workers=0 if len(paths) == 1 else None, mask=self.mask, progress=False)
         outcomes: list[PredictionError | None] = [None] * len(paths)
         for i, message in result.errors.items():
             # embed_paths prefixes the absolute path; report the path as the user gave it

@@ -41,6 +41,7 @@ def test_damaged_heads_are_refused_with_the_file_named(tmp_path):
               str(out / "head.safetensors"))
     with pytest.raises(CheckpointError, match="config.json implies"):
         load_numpy_model(out)
+    out = make_model(hidden=0).save(tmp_path / "m2")
     config = json.loads((out / "config.json").read_text())
     config["cells"]["hash"] = "0" * 64
     (out / "config.json").write_text(json.dumps(config))

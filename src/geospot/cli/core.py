@@ -137,12 +137,20 @@ def _encoders(sub) -> None:
     p.add_argument("--download", metavar="NAME",
                    help="explicitly download the weights of a CLIP-family encoder (network; cached under "
                         "$GEOSPOT_CACHE/weights/NAME)")
+    p.add_argument("--quantize", metavar="NAME",
+                   help="make the int8 ONNX variant of encoder NAME, calibrated on --calibration photos "
+                        "(then `geospot locate --precision int8`)")
+    p.add_argument("--calibration", nargs="+", metavar="PATH",
+                   help="photos, folders or globs to calibrate --quantize on (a few hundred of your own)")
+    p.add_argument("--calibration-limit", type=int, default=128, help="photos used for calibration (default 128)")
     p.set_defaults(func=cmd_encoders)
 
 
 def cmd_encoders(args) -> int:
     from geospot.encoders import create_encoder, encoder_info, list_encoders
 
+    if args.quantize:
+        return _quantize(args)
     if args.download:
         from geospot.encoders.clip import VARIANTS, download_weights
 
@@ -158,6 +166,31 @@ def cmd_encoders(args) -> int:
             enc = create_encoder(name, pretrained=False)
             dim, size, note = enc.embed_dim, enc.preprocess.size, ""
         print(f"{name:22s} embed_dim={dim:<5d} input={size}px{note}")
+    return 0
+
+
+def _quantize(args) -> int:
+    from geospot.encoders.onnx_runtime import OnnxRecordMissing
+    from geospot.encoders.quantize import quantize_encoder
+    from geospot.predict import expand_paths
+
+    if not args.calibration:
+        raise SystemExit("error: --quantize needs --calibration PHOTOS (a few hundred photos like the ones you locate)")
+    if args.calibration_limit < 1:
+        raise SystemExit(f"error: --calibration-limit must be >= 1 (got {args.calibration_limit})")
+    photos, missing = expand_paths(args.calibration)
+    for m in missing:
+        print(f"warning: {m.path}: {m.error}", file=sys.stderr)
+    if not photos:
+        raise SystemExit("error: --calibration: no photos found")
+    try:
+        out = quantize_encoder(args.quantize, photos, limit=args.calibration_limit)
+    except OnnxRecordMissing:  # no fp32 export yet: make it once (torch), then quantise
+        from geospot.encoders.runtime import EncoderRuntime
+
+        EncoderRuntime(args.quantize, backend="onnx", device="cpu")
+        out = quantize_encoder(args.quantize, photos, limit=args.calibration_limit)
+    print(f"int8 {args.quantize} -> {out} (calibrated on {min(len(photos), args.calibration_limit)} photos)")
     return 0
 
 
@@ -206,8 +239,8 @@ def cmd_embed(args) -> int:
     n_bad = int((~res.ok).sum())
     for _, reason in sorted(res.errors.items()):
         print(f"error: {reason}", file=sys.stderr)
-    print(f"embedded {len(m) - n_bad} of {len(m)} images ({res.embeddings.shape[1]}-d, {args.encoder})"
-          + (f"; {n_bad} failed" if n_bad else ""))
+    print(f"embedded {len(m) - n_bad} of {len(m)} images ({res.embeddings.shape[1]}-d, {args.encoder}; "
+          f"reused {res.reused} from the cache, embedded {res.computed} now)" + (f"; {n_bad} failed" if n_bad else ""))
     return 1 if n_bad else 0
 
 

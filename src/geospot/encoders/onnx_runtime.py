@@ -181,7 +181,8 @@ class OnnxRuntime:
     backend = "onnx"
     device = None
 
-    def __init__(self, path: Path, providers: list[str] | None = None) -> None:
+    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None,
+                 spinning: bool = False) -> None:
         data, record = read_verified(path)
         self.onnx_path = path
         self.name = str(record["encoder"])
@@ -190,14 +191,15 @@ class OnnxRuntime:
         self.weights_id = base_id if self.precision == "fp32" else f"{base_id}-{self.precision}"
         self.embed_dim = int(record["embed_dim"])
         self.preprocess = Preprocess.from_dict(record["preprocess"])
-        self._session = make_session(data, providers)
+        self._session = make_session(data, providers, threads=threads, spinning=spinning)
 
     @classmethod
-    def pretrained(cls, name: str, precision: str = "fp32") -> "OnnxRuntime":
-        """The verified export of the pretrained `name`, found through its alias record (no torch)."""
+    def pretrained(cls, name: str, precision: str = "fp32", **session: Any) -> "OnnxRuntime":
+        """The verified export of the pretrained `name`, found through its alias record (no torch).
+        `session`: `threads`, `spinning` (see `make_session`)."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-        return cls(onnx_path(name, pretrained_weights_id(name), precision))
+        return cls(onnx_path(name, pretrained_weights_id(name), precision), **session)
 
     @property
     def input_size(self) -> int:

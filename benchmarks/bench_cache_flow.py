@@ -57,7 +57,7 @@ def main() -> None:
         rows = []
         for step in steps:
             secs, said = run(step, env)
-            rows.append([f"geospot {step[0]}" + (f" --split {step[3]}" if "--split" in step else ""), said, f"{secs:.1f}"])
+            rows.append([f"geospot {step[0]}" + (f" --split {step[step.index('--split') + 1]}" if "--split" in step else ""), said, f"{secs:.1f}"])
         print_table(["command", "what it said (stderr)", "seconds"], rows,
                     title=f"README flow on {len(df)} photos ({(df['split'] == 'train').sum()} train, "
                           f"{(df['split'] == 'test').sum()} test), fresh cache")

@@ -109,7 +109,6 @@ def main() -> None:
     root = require_shared_data() / "streetview-global"
     paths = [str(root / p) for p in pd.read_csv(root / "manifest.csv")["path"][: args.n]]
     print(load_line())
-    rows = []
     for name in args.encoders:
         try:
             OnnxRuntime.pretrained(name)
@@ -117,10 +116,10 @@ def main() -> None:
             from geospot.encoders.runtime import EncoderRuntime
 
             EncoderRuntime(name, backend="onnx", device="cpu")
-        rows += bench_encoder(name, paths, args.repeats, args.sweep_n)
-    print_table(["encoder", "method", "images/s", "ratio to best bare", "note"], rows,
-                title=f"{len(paths)} Street View JPEGs, {usable_cpus()} usable cores")
-    print(load_line())
+        rows = bench_encoder(name, paths, args.repeats, args.sweep_n)
+        print_table(["encoder", "method", "images/s", "ratio to best bare", "note"], rows,
+                    title=f"{len(paths)} Street View JPEGs, {usable_cpus()} usable cores")
+        print(load_line(), flush=True)
 
 
 if __name__ == "__main__":

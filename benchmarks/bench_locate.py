@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import print_table, require_shared_data
 from bench_embed import load_line
 

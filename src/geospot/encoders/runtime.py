@@ -34,7 +34,7 @@ from geospot.encoders.onnx_runtime import (
     onnx_path,
     pretrained_weights_id,
     read_verified,
-    usable_cpus,
+    usable_cpus,  # noqa: F401 - re-exported (older callers import it from here)
     write_alias,
     write_record,
 )

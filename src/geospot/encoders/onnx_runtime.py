@@ -30,6 +30,11 @@ from geospot.encoders.preprocess import Preprocess, cache_root
 
 RECORD_FORMAT = 1
 PRECISIONS = ("fp32", "int8")
+# On CPU, ONNX Runtime runs EfficientNet-Lite fastest one image at a time: in every sweep of
+# benchmarks/bench_embed.py on this 2-core box (threads x spinning x batch 1/8/32), batch 1 beat
+# batch 32 by 1.3-1.6x (the activations of a big batch no longer fit the caches). Callers keep
+# their batch size (decoding, caching); the session is run on micro-batches of this size.
+CPU_MICRO_BATCH = 1
 
 
 class OnnxRecordMissing(RuntimeError):
@@ -170,6 +175,18 @@ def make_session(model: bytes | str | os.PathLike, providers: list[str] | None =
     return ort.InferenceSession(model, sess_options=opts, providers=providers or ["CPUExecutionProvider"])
 
 
+def run_session(session, batch: np.ndarray, micro_batch: int | None) -> np.ndarray:
+    """`session` on `batch` [B, 3, S, S] -> float32 [B, D], in micro-batches when given."""
+    if not micro_batch or len(batch) <= micro_batch:
+        return session.run(None, {"images": batch})[0].astype(np.float32, copy=False)
+    return np.concatenate([session.run(None, {"images": batch[i : i + micro_batch]})[0]
+                           for i in range(0, len(batch), micro_batch)]).astype(np.float32, copy=False)
+
+
+def micro_batch_for(providers: list[str] | None) -> int | None:
+    return CPU_MICRO_BATCH if not providers or providers[0] == "CPUExecutionProvider" else None
+
+
 class OnnxRuntime:
     """An `embed_paths` runtime backed by a verified ONNX export; no torch.
 
@@ -192,6 +209,7 @@ class OnnxRuntime:
         self.embed_dim = int(record["embed_dim"])
         self.preprocess = Preprocess.from_dict(record["preprocess"])
         self._session = make_session(data, providers, threads=threads, spinning=spinning)
+        self.micro_batch = micro_batch_for(providers)
 
     @classmethod
     def pretrained(cls, name: str, precision: str = "fp32", **session: Any) -> "OnnxRuntime":
@@ -213,5 +231,4 @@ class OnnxRuntime:
             raise ValueError(f"{self.name} expects a batch [B, 3, {s}, {s}], got {list(batch.shape)}")
         if batch.shape[0] == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return self._session.run(None, {"images": batch})[0].astype(np.float32, copy=False)
+        return run_session(self._session, np.ascontiguousarray(batch, dtype=np.float32), self.micro_batch)

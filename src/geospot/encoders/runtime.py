@@ -31,9 +31,11 @@ from geospot.encoders.onnx_runtime import (
     OnnxRecordMissing,
     OnnxVerificationError,
     make_session,
+    micro_batch_for,
     onnx_path,
     pretrained_weights_id,
     read_verified,
+    run_session,
     usable_cpus,  # noqa: F401 - re-exported (older callers import it from here)
     write_alias,
     write_record,
@@ -240,6 +242,7 @@ class EncoderRuntime:
                 raise OnnxRecordMissing(f"{path}: no {self.precision} export of {self.name}; make it once with "
                                         f"`geospot encoders --quantize {self.name} --calibration PHOTOS`") from None
         self.onnx_path = path
+        self.micro_batch = micro_batch_for(providers)
         return make_session(data, providers)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -252,7 +255,7 @@ class EncoderRuntime:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self._session is not None:
-            return self._session.run(None, {"images": batch})[0].astype(np.float32, copy=False)
+            return run_session(self._session, batch, self.micro_batch)
         with torch.inference_mode(), _full_fp32():
             out = self._encoder(torch.from_numpy(batch).to(self.device, non_blocking=True))
         return out.float().cpu().numpy()

@@ -124,10 +124,17 @@ class Predictor:
     @classmethod
     def load(
         cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True,
-        estimate: str | None = None, **options,
+        estimate: str | None = None, precision: str = "fp32", **options,
     ) -> "Predictor":
         """Load a model directory (None: the bundled default model), or a pretrained model by name
-        (`geoclip`, `zeroshot:streetclip`; `options` such as `gallery=` go to it; see geospot.models.pretrained)."""
+        (`geoclip`, `zeroshot:streetclip`; `options` such as `gallery=` go to it; see geospot.models.pretrained).
+
+        A frozen-encoder model on CPU (`backend` "auto"/"onnx", `device`
+        "auto"/"cpu") runs without torch: the head in NumPy and the encoder's
+        verified ONNX export (`OnnxRuntime.pretrained`). Torch is imported only
+        to export the encoder the first time, for fine-tuned encoders, or for
+        `backend="torch"`. `precision="int8"` uses the quantised export.
+        """
         from geospot.models.pretrained import load_pretrained_predictor, pretrained_name
 
         if pretrained_name(model_dir):
@@ -135,18 +142,17 @@ class Predictor:
         if options:
             raise TypeError(f"options {sorted(options)} apply to pretrained models only (e.g. 'geoclip')")
         from geospot.data.masks import Mask
-        from geospot.encoders import create_encoder
-        from geospot.encoders.base import Preprocess
-        from geospot.encoders.runtime import EncoderRuntime
-        from geospot.pipeline import load_model
+        from geospot.encoders.preprocess import Preprocess
+        from geospot.models.numpy_model import load_numpy_model
 
-        model = load_model(model_dir)
-        encoder = create_encoder(model.encoder_name, pretrained=True)
-        if model.encoder_state is not None:
-            encoder.load_state_dict(model.encoder_state)
-        runtime = EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder)
-        preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else encoder.preprocess
-        _check_against_encoder(model_dir, model, preprocess, encoder)
+        model = load_numpy_model(model_dir)
+        runtime = None
+        if not model.fine_tuned and backend in ("auto", "onnx") and device in ("auto", "cpu"):
+            runtime = _torch_free_runtime(model.encoder_name, precision)
+        if runtime is None:
+            runtime = _torch_runtime(model, backend, device, precision)
+        preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else runtime.preprocess
+        _check_against_encoder(model_dir, model, preprocess, runtime)
         mask = Mask.from_dict(model.mask) if model.mask else None
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode, estimate=estimate)
 
@@ -158,8 +164,9 @@ class Predictor:
         preprocess in threads, overlapped with inference), without a cache."""
         from geospot.encoders.embed import embed_paths
 
+        # One photo: decode in this thread (a decoding pool would only add start-up latency).
         result = embed_paths(paths, self.runtime, self.preprocess, cache_dir=None, batch_size=batch_size,
-                             workers=None, mask=self.mask, progress=False)
+                             workers=0 if len(paths) == 1 else None, mask=self.mask, progress=False)
         outcomes: list[PredictionError | None] = [None] * len(paths)
         for i, message in result.errors.items():
             # embed_paths prefixes the absolute path; report the path as the user gave it
@@ -179,9 +186,7 @@ class Predictor:
         errors = [o for o in outcomes if o is not None]
         if not good:
             return list(errors)
-        from geospot.pipeline import l2_normalize
-
-        emb = l2_normalize(emb[good])
+        emb = emb[good] / np.maximum(np.linalg.norm(emb[good], axis=-1, keepdims=True), 1e-12)
         if same_place:
             fused = emb.mean(0, keepdims=True)
             preds = self.predict_embeddings(fused, [paths[good[0]]], top_k=top_k)
@@ -263,7 +268,8 @@ def _where(result: Prediction) -> str:
 
 
 def _check_against_encoder(model_dir, model, preprocess, encoder) -> None:
-    """A model's stored preprocessing and head must fit its encoder: refuse before any photo is decoded."""
+    """A model's stored preprocessing and head must fit its encoder (or the encoder's runtime):
+    refuse before any photo is decoded."""
     from geospot.models.checkpoint import CheckpointError
 
     where = model_dir if model_dir is not None else "the bundled model"
@@ -273,6 +279,42 @@ def _check_against_encoder(model_dir, model, preprocess, encoder) -> None:
     if model.embed_dim != encoder.embed_dim:
         raise CheckpointError(f"{where}/config.json: head.embed_dim is {model.embed_dim} but {encoder.name} "
                               f"gives {encoder.embed_dim}-d embeddings")
+
+
+def _torch_free_runtime(name: str, precision: str):
+    """The verified ONNX export of a pretrained encoder, or None when torch must (re)export it.
+
+    A file whose content differs from its record is refused: with torch
+    installed the caller exports a fresh one (one line on stderr says so);
+    without torch this is an error naming the file."""
+    import importlib.util
+    import sys
+
+    from geospot.encoders.onnx_runtime import OnnxRecordMissing, OnnxRuntime, OnnxVerificationError
+
+    try:
+        return OnnxRuntime.pretrained(name, precision)
+    except OnnxRecordMissing:
+        return None  # never exported (or exported for other weights): torch does it once
+    except OnnxVerificationError as exc:
+        try:
+            has_torch = importlib.util.find_spec("torch") is not None
+        except ValueError:  # torch blocked in sys.modules
+            has_torch = False
+        if not has_torch:
+            raise
+        print(f"geospot: {exc}; exporting again", file=sys.stderr)
+        return None
+
+
+def _torch_runtime(model, backend: str, device: str, precision: str):
+    from geospot.encoders import create_encoder
+    from geospot.encoders.runtime import EncoderRuntime
+
+    encoder = create_encoder(model.encoder_name, pretrained=True)
+    if model.encoder_state is not None:
+        encoder.load_state_dict(model.encoder_state)
+    return EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder, precision=precision)
 
 
 def format_prediction(result: Prediction | PredictionError) -> str:

@@ -153,3 +153,14 @@ def test_auto_backend_on_cuda_matches_onnx_in_full_fp32(cache):
     # TF32 convolutions would be ~2e-3 off; the runtime turns them off for interchangeable embeddings
     assert relative_error(gpu.embed(x), cpu.embed(x)) <= 1e-4
     assert torch.backends.cudnn.allow_tf32  # the global setting is restored
+
+
+def test_cpu_micro_batches_give_the_full_batch_answer(cache):
+    from geospot.encoders.onnx_runtime import CPU_MICRO_BATCH, run_session
+
+    runtime = EncoderRuntime("tiny", backend="onnx")
+    assert runtime.micro_batch == CPU_MICRO_BATCH
+    x = _batch(5)
+    whole = run_session(runtime._session, x, None)
+    assert relative_error(run_session(runtime._session, x, 2), whole) <= 1e-5
+    assert relative_error(runtime.embed(x), whole) <= 1e-5

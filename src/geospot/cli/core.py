@@ -167,12 +167,20 @@ def _encoders(sub) -> None:
     p.add_argument("--download", metavar="NAME",
                    help="explicitly download the weights of a CLIP-family encoder (network; cached under "
                         "$GEOSPOT_CACHE/weights/NAME)")
+    p.add_argument("--quantize", metavar="NAME",
+                   help="make the int8 ONNX variant of encoder NAME, calibrated on --calibration photos "
+                        "(then `geospot locate --precision int8`)")
+    p.add_argument("--calibration", nargs="+", metavar="PATH",
+                   help="photos, folders or globs to calibrate --quantize on (a few hundred of your own)")
+    p.add_argument("--calibration-limit", type=int, default=128, help="photos used for calibration (default 128)")
     p.set_defaults(func=cmd_encoders)
 
 
 def cmd_encoders(args) -> int:
     from geospot.encoders import create_encoder, encoder_info, list_encoders
 
+    if args.quantize:
+        return _quantize(args)
     if args.download:
         from geospot.models.catalog import download_or_exit  # resumable, verified; one line on failure
 
@@ -185,6 +193,31 @@ def cmd_encoders(args) -> int:
             enc = create_encoder(name, pretrained=False)
             dim, size, note = enc.embed_dim, enc.preprocess.size, ""
         print(f"{name:22s} embed_dim={dim:<5d} input={size}px{note}")
+    return 0
+
+
+def _quantize(args) -> int:
+    from geospot.encoders.onnx_runtime import OnnxRecordMissing
+    from geospot.encoders.quantize import quantize_encoder
+    from geospot.predict import expand_paths
+
+    if not args.calibration:
+        raise SystemExit("error: --quantize needs --calibration PHOTOS (a few hundred photos like the ones you locate)")
+    if args.calibration_limit < 1:
+        raise SystemExit(f"error: --calibration-limit must be >= 1 (got {args.calibration_limit})")
+    photos, missing = expand_paths(args.calibration)
+    for m in missing:
+        print(f"warning: {m.path}: {m.error}", file=sys.stderr)
+    if not photos:
+        raise SystemExit("error: --calibration: no photos found")
+    try:
+        out = quantize_encoder(args.quantize, photos, limit=args.calibration_limit)
+    except OnnxRecordMissing:  # no fp32 export yet: make it once (torch), then quantise
+        from geospot.encoders.runtime import EncoderRuntime
+
+        EncoderRuntime(args.quantize, backend="onnx", device="cpu")
+        out = quantize_encoder(args.quantize, photos, limit=args.calibration_limit)
+    print(f"int8 {args.quantize} -> {out} (calibrated on {min(len(photos), args.calibration_limit)} photos)")
     return 0
 
 
@@ -238,8 +271,8 @@ def cmd_embed(args) -> int:
     n_bad = int((~res.ok).sum())
     for _, reason in sorted(res.errors.items()):
         print(f"error: {reason}", file=sys.stderr)
-    print(f"embedded {len(m) - n_bad} of {len(m)} images ({res.embeddings.shape[1]}-d, {args.encoder})"
-          + (f"; {n_bad} failed" if n_bad else ""))
+    print(f"embedded {len(m) - n_bad} of {len(m)} images ({res.embeddings.shape[1]}-d, {args.encoder}; "
+          f"reused {res.reused} from the cache, embedded {res.computed} now)" + (f"; {n_bad} failed" if n_bad else ""))
     return 1 if n_bad else 0
 
 
@@ -316,12 +349,15 @@ def _locate(sub) -> None:
     p.add_argument("--map", metavar="PNG", help="draw the answer's probability map (one photo or --same-place)")
     p.add_argument("--map-dir", metavar="DIR", help="draw one probability map per answer into DIR (<photo>.map.png)")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
-                   help="auto: torch on a GPU when present, else ONNX Runtime (fast on CPU)")
+                   help="auto: ONNX Runtime without torch for frozen-encoder models (fastest start), else as embed")
     p.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: the quantised encoder made by `geospot encoders --quantize` (faster, approximate)")
     p.set_defaults(func=cmd_locate)
 
 
 def cmd_locate(args) -> int:
+    from geospot.encoders.onnx_runtime import OnnxRecordMissing, OnnxVerificationError
     from geospot.models.checkpoint import CheckpointError
     from geospot.predict import Prediction, Predictor, expand_paths, format_prediction
 
@@ -333,12 +369,15 @@ def cmd_locate(args) -> int:
     check_map_options(args.map, args.map_dir, len(files), args.same_place)
     results = []
     if files:  # nothing to answer: report the bad names without loading a model
+
         try:
             options = {"gallery": args.gallery} if args.gallery else {}
             if args.estimate:
                 options["estimate"] = args.estimate
+            if args.precision != "fp32":
+                options["precision"] = args.precision
             predictor = Predictor.load(args.model, backend=args.backend, device=args.device, **options)
-        except (CheckpointError, FileNotFoundError) as exc:
+        except (CheckpointError, FileNotFoundError, OnnxVerificationError, OnnxRecordMissing) as exc:
             raise SystemExit(f"error: {exc}")
         except ValueError as exc:  # a bad --gallery file
             if not args.gallery:

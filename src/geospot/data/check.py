@@ -98,7 +98,7 @@ def _cell_labels(lat, lon, cells, s2_level):
 def _at_sea(lat: np.ndarray, lon: np.ndarray, tolerance_km: float) -> np.ndarray:
     """True where neither the point nor any point `tolerance_km` away (8 compass
     directions) is land: coastal roads and piers are not flagged."""
-    from global_land_mask import globe
+    from geospot.geo import landmask as globe  # global_land_mask's answers, loaded in ms
 
     sea = ~globe.is_land(lat, lon)
     if tolerance_km <= 0 or not sea.any():

@@ -74,7 +74,7 @@ def _accept(lat: np.ndarray, lon: np.ndarray, geometry, land_only: bool) -> np.n
     if geometry is not None:
         keep &= shapely.intersects_xy(geometry, lon, lat)
     if land_only and keep.any():
-        from global_land_mask import globe
+        from geospot.geo import landmask as globe  # global_land_mask's answers, loaded in ms
 
         keep[keep] = globe.is_land(lat[keep], lon[keep])
     return keep

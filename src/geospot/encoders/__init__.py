@@ -73,7 +73,12 @@ def create_encoder(name: str, pretrained: bool = True) -> "Encoder":
     _load_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](pretrained=pretrained).eval()
+    encoder = _REGISTRY[name](pretrained=pretrained).eval()
+    if pretrained:
+        # Lets EncoderRuntime tell untouched pretrained weights from fine-tuned ones (only the
+        # former may be found by the torch-free ONNX path, see geospot.encoders.onnx_runtime).
+        encoder.pristine_weights_id = encoder.weights_id
+    return encoder
 
 
 __all__ = ["register_encoder", "list_encoders", "create_encoder", "encoder_info", "encoder_is_large", "Encoder",

@@ -356,6 +356,8 @@ def build_clip(name: str, pretrained: bool = True, weights_dir: str | Path | Non
         ) from None
     if model.spec != variant.spec:
         raise ValueError(f"{folder}: config describes {model.spec}, not the {name} architecture {variant.spec}")
+    # The files the weights came from: the torch-free ONNX path checks they are unchanged.
+    model.weights_sources = tuple(str(folder / f) for f in WEIGHT_FILES)
     return model
 
 

@@ -265,6 +265,8 @@ def build_efficientnet_lite(name: str, pretrained: bool = True) -> EfficientNetL
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise RuntimeError(f"{name}: weight file does not match the network (missing {missing}, unexpected {unexpected})")
+    # The files the weights came from: the torch-free ONNX path checks they are unchanged.
+    model.weights_sources = (str(_packaged_weights_path(variant)),)
     return model.eval()
 
 

@@ -1,37 +1,28 @@
-"""Embed many image files: decoding overlapped with inference, a resumable on-disk cache.
+"""Embed many image files: decoding overlapped with inference, a per-photo on-disk cache.
 
 `embed_paths` decodes images in a thread pool (Pillow and NumPy release the GIL
 while decoding, resizing and normalising) while the main thread runs the
 encoder on the previous batch, so on a CPU the encoder rarely waits for JPEGs.
 
-With `cache_dir`, results are written in shards of `shard_size` rows
-(`shard-K.safetensors` with embeddings + ok flags, `shard-K.json` with the
-errors and a hash of the shard's paths) inside a sub-folder named after a
-fingerprint of everything that determines the numbers: encoder name and weights,
-preprocessing, mask, the list of paths and the shard size. An interrupted run
-resumes from the finished shards; a run with different settings gets its own
-sub-folder, so results never mix. Batches never straddle a shard boundary, so
-a resumed run computes exactly what an uninterrupted one would.
+With `cache_dir`, every photo's embedding is cached under a key of its own
+(path, size, mtime, inode; see `geospot.encoders.cache`) in a folder named after
+the encoder, its weights, the preprocessing and the mask. Any subset, superset
+or reordering of a list of photos reuses what is cached; new rows are appended
+after every batch, so an interrupted run loses at most one batch and a rerun
+continues. Several processes may embed into one cache at once.
 """
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
-import math
 import os
 import sys
-import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 1
-_STALE_TMP_S = 3600.0  # temp files older than this are leftovers of a killed run
+from geospot.encoders.cache import EmbeddingCache, cache_settings, photo_key
 
 
 class Runtime(Protocol):
@@ -47,11 +38,14 @@ class Runtime(Protocol):
 @dataclass
 class EmbeddingResult:
     """Embeddings of N paths: `embeddings` [N, D] float32 (zero rows where `ok` is False),
-    `ok` [N] bool, `errors` {row index: "path: reason"} for the rows that failed."""
+    `ok` [N] bool, `errors` {row index: "path: reason"} for the rows that failed;
+    `reused` rows came from the cache, `computed` rows were embedded now."""
 
     embeddings: np.ndarray
     ok: np.ndarray
     errors: dict[int, str] = field(default_factory=dict)
+    reused: int = 0
+    computed: int = 0
 
     def __len__(self) -> int:
         return len(self.ok)
@@ -60,140 +54,6 @@ class EmbeddingResult:
     def n_failed(self) -> int:
         """Number of images that could not be embedded."""
         return int((~self.ok).sum())
-
-
-def _sha256(text: str) -> str:
-    # surrogateescape: a non-UTF-8 file name (kept by Python as surrogates) hashes as its bytes
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def _paths_hash(paths: Sequence[str]) -> str:
-    return _sha256("\0".join(paths))
-
-
-def _files_hash(paths: Sequence[str]) -> str:
-    """Paths plus each file's size and modification time: a shard whose files
-    were rewritten in place is recomputed instead of served stale."""
-    parts = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            parts.append(f"{p}\t{st.st_size}\t{st.st_mtime_ns}")
-        except OSError:
-            parts.append(f"{p}\tmissing")
-    return _sha256("\0".join(parts))
-
-
-def _mask_dict(mask: Any) -> dict | None:
-    # An empty mask paints nothing: it must share the cache of "no mask".
-    if mask is None or not mask:
-        return None
-    return mask.to_dict()
-
-
-def embedding_fingerprint(paths: Sequence[str], runtime: Runtime, preprocess: Any, mask: Any, shard_size: int) -> dict:
-    """Everything that determines the cached numbers (paths must already be absolute)."""
-    return {
-        "format": FORMAT_VERSION,
-        "encoder": runtime.name,
-        "weights_id": runtime.weights_id,
-        "embed_dim": int(runtime.embed_dim),
-        "preprocess": preprocess.to_dict(),
-        "mask": _mask_dict(mask),
-        "n": len(paths),
-        "paths_sha256": _paths_hash(paths),
-        "shard_size": int(shard_size),
-    }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # readers see the old file or the complete new one
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class ShardStore:
-    """The shards of one fingerprint, in `root/<fingerprint hash>/`."""
-
-    def __init__(self, root: str | os.PathLike, fingerprint: dict) -> None:
-        key = _sha256(json.dumps(fingerprint, sort_keys=True))[:16]
-        self.dir = Path(root) / key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        index = self.dir / "index.json"
-        stored = self._read_index(index)
-        if stored is not None:
-            if stored != fingerprint:
-                raise RuntimeError(f"{index}: cache belongs to other settings ({stored}); refusing to mix with {fingerprint}")
-        else:
-            _atomic_write(index, json.dumps({"fingerprint": fingerprint}, indent=1, sort_keys=True).encode())
-        self._remove_stale_tmp()
-
-    def _read_index(self, index: Path):
-        """The stored fingerprint, or None when absent; a damaged index empties the folder (it is a cache)."""
-        if not index.is_file():
-            return None
-        from geospot.models.validate import read_json_bounded
-
-        try:
-            stored = read_json_bounded(index)
-            if isinstance(stored, dict) and "fingerprint" in stored:
-                return stored["fingerprint"]
-            reason = "no fingerprint"
-        except (OSError, ValueError) as exc:
-            reason = str(exc)
-        print(f"geospot: {index}: corrupt cache index ({reason}); recomputing this cache", file=sys.stderr)
-        for f in list(self.dir.glob("shard-*")) + [index]:
-            f.unlink(missing_ok=True)
-        return None
-
-    def _remove_stale_tmp(self) -> None:
-        now = time.time()
-        for tmp in self.dir.glob("*.tmp-*"):
-            try:
-                if now - tmp.stat().st_mtime > _STALE_TMP_S:
-                    tmp.unlink()
-            except OSError:
-                pass  # another process finished or removed it
-
-    def _files(self, k: int) -> tuple[Path, Path]:
-        return self.dir / f"shard-{k:05d}.safetensors", self.dir / f"shard-{k:05d}.json"
-
-    def load(self, k: int, start: int, stop: int, paths_sha256: str, dim: int):
-        """(embeddings, ok, errors) of a finished shard, or None when absent or unusable."""
-        from safetensors.numpy import load
-
-        tensors_file, meta_file = self._files(k)
-        if not meta_file.is_file():  # written last: its presence marks a finished shard
-            return None
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            tensors = load(tensors_file.read_bytes())
-            emb, ok = tensors["embeddings"], tensors["ok"].astype(bool)
-            if meta["rows"] != [start, stop] or meta["paths_sha256"] != paths_sha256:
-                raise ValueError("rows or paths differ from this run")
-            if emb.shape != (stop - start, dim) or emb.dtype != np.float32 or ok.shape != (stop - start,):
-                raise ValueError(f"unexpected arrays {emb.shape} {emb.dtype} / {ok.shape}")
-            errors = {int(i): str(msg) for i, msg in meta["errors"].items()}
-        except Exception as exc:  # noqa: BLE001 - a damaged shard is recomputed, never trusted
-            print(f"geospot: {meta_file}: unusable cached shard ({exc}); recomputing it", file=sys.stderr)
-            return None
-        return emb, ok, errors
-
-    def save(self, k: int, start: int, stop: int, paths_sha256: str, emb: np.ndarray, ok: np.ndarray, errors: dict[int, str]) -> None:
-        """Write shard k atomically: tensors first, then the JSON that marks it finished."""
-        from safetensors.numpy import save
-
-        tensors_file, meta_file = self._files(k)
-        data = save({"embeddings": np.ascontiguousarray(emb, dtype=np.float32), "ok": ok.astype(np.uint8)})
-        _atomic_write(tensors_file, data)
-        meta = {"rows": [start, stop], "paths_sha256": paths_sha256, "errors": {str(i): m for i, m in sorted(errors.items())}}
-        _atomic_write(meta_file, json.dumps(meta, indent=1).encode())
 
 
 def auto_workers(runtime: Any) -> int:
@@ -206,7 +66,7 @@ def auto_workers(runtime: Any) -> int:
     1 worker, 0.84-0.90 with 2). A GPU embeds ~1000 img/s: decoding is then the
     bottleneck, so most cores decode.
     """
-    from geospot.encoders.runtime import usable_cpus
+    from geospot.encoders.onnx_runtime import usable_cpus
 
     cpus = usable_cpus()
     device = getattr(runtime, "device", None)
@@ -278,6 +138,22 @@ class _Loader:
         self._queue.clear()
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, name: str, enabled: bool):
+    if not enabled:  # tqdm costs ~0.1 s to import: a one-photo `locate` does without
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"embed {name}", unit="img", file=sys.stderr)
+
+
 def embed_paths(
     paths: Sequence[str | os.PathLike],
     runtime: Runtime,
@@ -285,7 +161,6 @@ def embed_paths(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
     workers: int | None = 2,
-    shard_size: int = 1024,
     mask: Any = None,
     progress: bool = True,
 ) -> EmbeddingResult:
@@ -293,64 +168,66 @@ def embed_paths(
 
     - `preprocess`: PIL image -> float32 [3, S, S] (usually `runtime.preprocess`).
     - `mask`: optional `geospot.data.masks.Mask`, applied to each decoded image first.
-    - `cache_dir`: resumable shard cache (see the module docstring); None = no cache.
+    - `cache_dir`: per-photo cache (see the module docstring); None = no cache.
+      Failed files are not cached: they are tried again on the next run.
     - `workers`: decoding threads (0 = decode in the calling thread, no overlap;
       None = `auto_workers(runtime)`, tuned for the backend and the core count).
+    With `progress`, says "reused N, embedding M" on stderr before starting.
     Memory: the [N, D] result plus about two batches of decoded images.
     """
     if workers is None:
         workers = auto_workers(runtime)
-    if batch_size < 1 or shard_size < 1 or workers < 0:
-        raise ValueError(f"need batch_size >= 1, shard_size >= 1, workers >= 0 (got {batch_size}, {shard_size}, {workers})")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"need batch_size >= 1 and workers >= 0 (got {batch_size}, {workers})")
     abs_paths = [os.path.abspath(os.fspath(p)) for p in paths]
     n, dim = len(abs_paths), int(runtime.embed_dim)
     embeddings = np.zeros((n, dim), dtype=np.float32)
     ok = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
-    shards = [(k, k * shard_size, min(n, (k + 1) * shard_size)) for k in range(math.ceil(n / shard_size))]
-    shard_hash = {k: _files_hash(abs_paths[a:b]) for k, a, b in shards}
 
-    store = None
-    if cache_dir is not None:
-        store = ShardStore(cache_dir, embedding_fingerprint(abs_paths, runtime, preprocess, mask, shard_size))
-    pending = []
-    for k, start, stop in shards:
-        cached = store.load(k, start, stop, shard_hash[k], dim) if store else None
-        if cached is None:
-            pending.append((k, start, stop))
-            continue
-        embeddings[start:stop], ok[start:stop] = cached[0], cached[1]
-        errors.update(cached[2])
+    cache = keys = None
+    pending = list(range(n))
+    if cache_dir is not None and n:
+        cache = EmbeddingCache(cache_dir, cache_settings(runtime, preprocess, mask))
+        keys = [photo_key(p) for p in abs_paths]
+        found, rows = cache.lookup(keys)
+        embeddings[found], ok[found] = rows, True
+        pending = np.flatnonzero(~found).tolist()
+    reused = n - len(pending)
+    if progress and cache is not None:
+        print(f"embed {runtime.name}: reused {reused}, embedding {len(pending)}", file=sys.stderr, flush=True)
 
-    from tqdm import tqdm
-
-    done = n - sum(stop - start for _, start, stop in pending)
-    bar = tqdm(total=n, initial=done, desc=f"embed {runtime.name}", unit="img", file=sys.stderr, disable=not progress)
+    bar = _progress_bar(n, reused, runtime.name, enabled=progress and bool(pending))
     loader = _Loader(abs_paths, preprocess, mask, workers, window=2 * batch_size)
-    loader.start(i for _, start, stop in pending for i in range(start, stop))
+    loader.start(pending)
+    writer = cache.writer() if cache is not None and pending else None
     try:
-        for k, start, stop in pending:
-            shard_errors: dict[int, str] = {}
-            for b0 in range(start, stop, batch_size):  # batches never straddle shards
-                rows, arrays = [], []
-                for _ in range(min(batch_size, stop - b0)):
-                    i, arr, err = loader.next()
-                    if err is None:
-                        rows.append(i)
-                        arrays.append(arr)
-                    else:
-                        shard_errors[i] = err
-                if arrays:
-                    out = runtime.embed(np.stack(arrays))
-                    if out.shape != (len(rows), dim):
-                        raise RuntimeError(f"{runtime.name} returned {out.shape} for a batch of {len(rows)}; expected D={dim}")
-                    embeddings[rows] = out
-                    ok[rows] = True
-                bar.update(min(batch_size, stop - b0))
-            errors.update(shard_errors)
-            if store is not None:
-                store.save(k, start, stop, shard_hash[k], embeddings[start:stop], ok[start:stop], shard_errors)
+        for b0 in range(0, len(pending), batch_size):
+            rows, arrays = [], []
+            for _ in range(min(batch_size, len(pending) - b0)):
+                i, arr, err = loader.next()
+                if err is None:
+                    rows.append(i)
+                    arrays.append(arr)
+                else:
+                    errors[i] = err
+            if arrays:
+                out = runtime.embed(np.stack(arrays))
+                if out.shape != (len(rows), dim):
+                    raise RuntimeError(f"{runtime.name} returned {out.shape} for a batch of {len(rows)}; expected D={dim}")
+                embeddings[rows] = out
+                ok[rows] = True
+                if writer is not None:
+                    # A file that vanished after its key was taken has no key: not cached.
+                    keep = [j for j, i in enumerate(rows) if keys[i] is not None]
+                    writer.append([keys[rows[j]] for j in keep], out[keep])
+            bar.update(min(batch_size, len(pending) - b0))
     finally:
         loader.close()
         bar.close()
-    return EmbeddingResult(embeddings=embeddings, ok=ok, errors=dict(sorted(errors.items())))
+        if writer is not None:
+            writer.close()
+    if cache is not None and pending:
+        cache.compact()
+    return EmbeddingResult(embeddings=embeddings, ok=ok, errors=dict(sorted(errors.items())), reused=reused,
+                           computed=len(pending) - len(errors))

@@ -4,7 +4,10 @@ On CPU, ONNX Runtime with full graph optimisation (BN folding, fused
 conv+ReLU) is several times faster than eager torch. The ONNX file is exported
 once per (encoder, weights) and cached at `$GEOSPOT_CACHE/onnx/<name>-<weights
 hash>.onnx`; a fine-tuned encoder gets its own file because the hash covers its
-weights. Every fresh export is checked against torch before it enters the cache.
+weights. Every fresh export is checked against torch before it enters the cache,
+and its sha256 is recorded beside it: a cached file whose content differs from
+the record is never used but exported again (see `geospot.encoders.onnx_runtime`,
+which also runs verified exports without torch).
 """
 from __future__ import annotations
 
@@ -22,7 +25,21 @@ import torch
 from torch import nn
 
 from geospot.encoders import create_encoder
-from geospot.encoders.base import Encoder, Preprocess, cache_root
+from geospot.encoders.base import Encoder, Preprocess
+from geospot.encoders.onnx_runtime import (
+    PRECISIONS,
+    OnnxRecordMissing,
+    OnnxVerificationError,
+    make_session,
+    micro_batch_for,
+    onnx_path,
+    pretrained_weights_id,
+    read_verified,
+    run_session,
+    usable_cpus,  # noqa: F401 - re-exported (older callers import it from here)
+    write_alias,
+    write_record,
+)
 
 OPSET = 17
 VERIFY_RTOL = 1e-4
@@ -48,14 +65,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda'")
     return resolved
-
-
-def usable_cpus() -> int:
-    """CPU cores this process may run on (respects taskset/cpusets, unlike os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -132,23 +141,6 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _session(path: Path, providers: list[str]):
-    import onnxruntime as ort
-
-    # An offline tool sends nothing anywhere: switch ORT's telemetry events off (best effort: ORT >= 1.2x
-    # still records one process-start event in ~/.cache/Microsoft at import; see docs/errors.md).
-    if hasattr(ort, "disable_telemetry_events"):
-        ort.disable_telemetry_events()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = usable_cpus()
-    opts.inter_op_num_threads = 1
-    # Idle ORT threads would otherwise spin between batches and steal the cores
-    # that decode the next batch of images (embed_paths overlaps the two).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-
-
 def verify_onnx(encoder: Encoder, path: Path, batch: int = 2, seed: int = 0) -> float:
     """Run a random batch through torch (eval mode) and ORT; raise `OnnxMismatchError` beyond 1e-4 relative."""
     size = encoder.input_size
@@ -156,7 +148,7 @@ def verify_onnx(encoder: Encoder, path: Path, batch: int = 2, seed: int = 0) -> 
     device = next(encoder.parameters()).device
     with torch.inference_mode(), _eval_mode(encoder):
         expected = encoder(torch.from_numpy(x).to(device)).float().cpu().numpy()
-    actual = _session(path, ["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    actual = make_session(path).run(None, {"images": x})[0]
     err = relative_error(actual, expected)
     if actual.shape != expected.shape or not err <= VERIFY_RTOL:
         raise OnnxMismatchError(
@@ -171,12 +163,16 @@ class EncoderRuntime:
 
     `backend`: "auto" (torch on CUDA when available, else ONNX), "torch" (eager on
     `device`) or "onnx" (ONNX Runtime). Pass `encoder` to run fine-tuned weights
-    instead of the registered pretrained ones.
+    instead of the registered pretrained ones. `precision="int8"` (ONNX only)
+    runs the quantised export made by `geospot encoders --quantize NAME`.
     """
 
-    def __init__(self, name: str, backend: str = "auto", device: str = "auto", encoder: Encoder | None = None) -> None:
+    def __init__(self, name: str, backend: str = "auto", device: str = "auto", encoder: Encoder | None = None,
+                 precision: str = "fp32") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         if encoder is None:
             encoder = create_encoder(name)
         elif encoder.name != name:
@@ -185,15 +181,22 @@ class EncoderRuntime:
         self.device = resolve_device(device)
         if backend == "auto":
             backend = "torch" if self.device.type == "cuda" else "onnx"
+        if precision != "fp32" and backend != "onnx":
+            raise ValueError(f"precision {precision!r} needs the ONNX backend (got backend {backend!r})")
         self.backend = backend
+        self.precision = precision
         self.embed_dim = encoder.embed_dim
         self.preprocess: Preprocess = encoder.preprocess
         self.weights_id = encoder.weights_id
+        # Untouched pretrained weights (see create_encoder): the torch-free path may find this export.
+        self._pristine = getattr(encoder, "pristine_weights_id", None) == self.weights_id
         self.onnx_path: Path | None = None
         self._session = None
         self._encoder: Encoder | None = None
         if backend == "onnx":
             self._session = self._onnx_session(encoder)
+            if precision != "fp32":
+                self.weights_id = f"{self.weights_id}-{precision}"  # embedding caches never mix precisions
         else:
             # A private copy: moving to the device or to eval mode must not touch the caller's model.
             self._encoder = copy.deepcopy(encoder).to(self.device).eval()
@@ -206,18 +209,41 @@ class EncoderRuntime:
     def _onnx_session(self, encoder: Encoder):
         import onnxruntime as ort
 
-        self.onnx_path = cache_root() / "onnx" / f"{self.name}-{self.weights_id}.onnx"
+        path = onnx_path(self.name, self.weights_id)
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        if self.onnx_path.is_file():
+        data = None
+        try:
+            data, _ = read_verified(path)
+        except OnnxVerificationError as exc:
+            print(f"geospot: {exc}; exporting again", file=sys.stderr)
+        except OnnxRecordMissing:
+            if path.is_file():
+                print(f"geospot: {path}: no export record (an older geospot made it); exporting again", file=sys.stderr)
+        if data is None:
+            print(f"geospot: exporting {self.name} to {path} (once)", file=sys.stderr)
+            export_onnx(encoder, path)
+            write_record(path, encoder=self.name, weights_id=self.weights_id, embed_dim=self.embed_dim,
+                         preprocess=self.preprocess.to_dict())
+            data, _ = read_verified(path)
+        if self._pristine and hasattr(encoder, "weights_sources"):
             try:
-                return _session(self.onnx_path, providers)
-            except Exception as exc:  # noqa: BLE001 - any unloadable cache file is re-exported
-                print(f"geospot: {self.onnx_path}: cannot be loaded ({exc}); exporting again", file=sys.stderr)
-        print(f"geospot: exporting {self.name} to {self.onnx_path} (once)", file=sys.stderr)
-        export_onnx(encoder, self.onnx_path)
-        return _session(self.onnx_path, providers)
+                current = pretrained_weights_id(self.name) == self.weights_id
+            except OnnxRecordMissing:
+                current = False
+            if not current:
+                write_alias(self.name, self.weights_id, getattr(encoder, "weights_sources", ()))
+        if self.precision != "fp32":
+            path = onnx_path(self.name, self.weights_id, self.precision)
+            try:
+                data, _ = read_verified(path)
+            except OnnxRecordMissing:
+                raise OnnxRecordMissing(f"{path}: no {self.precision} export of {self.name}; make it once with "
+                                        f"`geospot encoders --quantize {self.name} --calibration PHOTOS`") from None
+        self.onnx_path = path
+        self.micro_batch = micro_batch_for(providers)
+        return make_session(data, providers)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """float32 [B, 3, S, S] (the output of `preprocess`, stacked) -> float32 [B, D] embeddings."""
@@ -229,7 +255,7 @@ class EncoderRuntime:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self._session is not None:
-            return self._session.run(None, {"images": batch})[0].astype(np.float32, copy=False)
+            return run_session(self._session, batch, self.micro_batch)
         with torch.inference_mode(), _full_fp32():
             out = self._encoder(torch.from_numpy(batch).to(self.device, non_blocking=True))
         return out.float().cpu().numpy()

@@ -31,6 +31,7 @@ class TinyEncoder(Encoder):
 
     name = "tiny"
     embed_dim = EMBED_DIM
+    weights_sources = ()  # a fixed function of SEED: no files (see geospot.encoders.onnx_runtime)
 
     def __init__(self) -> None:
         super().__init__(Preprocess(size=INPUT_SIZE, resize=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD))

@@ -90,7 +90,16 @@ def country_polygons() -> list[dict]:
 def country_name(iso2: str) -> str:
     """Short English name of an ISO 3166-1 alpha-2 code (the code itself when unknown)."""
     code = str(iso2).strip().upper()
-    return _countries().iso_names.get(code, code)
+    return _iso_names().get(code, code)
+
+
+@lru_cache(maxsize=1)
+def _iso_names() -> dict[str, str]:
+    # Names only: building the shapely outlines too would cost `geospot locate` ~0.3 s.
+    if _countries.cache_info().currsize:
+        return _countries().iso_names
+    with gzip.open(Path(__file__).resolve().parents[1] / "assets" / _ASSET, "rb") as raw:
+        return dict(json.loads(raw.read()).get("iso_names", {}))
 
 
 def country_geometry(name_or_iso: str):

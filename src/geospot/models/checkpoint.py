@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
-from geospot.models.head import GeoCellHead, normalize_embeddings
+# torch is imported where it is used: reading a config and the cells (`read_config`,
+# `load_cells`) is torch-free, which the NumPy prediction path relies on.
 from geospot.models.validate import (check_finite, clean_stale_temp_dirs, read_json_bounded,
                                      safetensors_shapes)
 
@@ -118,10 +117,14 @@ class GeoModel:
 
     def logits(self, emb: torch.Tensor) -> torch.Tensor:
         """Differentiable ``[B, D] -> [B, C]`` logits (normalisation + head), e.g. for Grad-CAM."""
+        from geospot.models.head import normalize_embeddings
+
         return self.head(normalize_embeddings(emb) if self.normalize else emb)
 
     def predict_proba(self, emb) -> np.ndarray:
         """Cell probabilities ``[B, C]`` (float32 NumPy) for embeddings ``[B, D]`` (NumPy or torch)."""
+        import torch
+
         t = emb.detach().cpu() if isinstance(emb, torch.Tensor) else torch.from_numpy(np.asarray(emb))
         if t.ndim != 2 or t.shape[1] != self.embed_dim:
             raise ValueError(f"predict_proba: expected embeddings of shape [B, {self.embed_dim}], got {list(t.shape)}")
@@ -167,6 +170,8 @@ class GeoModel:
         new one is complete. A non-empty directory that is not a geospot model is
         never overwritten (`CheckpointError`).
         """
+        from safetensors.torch import save_file
+
         target = Path(directory)
         if target.exists() and not _is_replaceable(target):
             raise CheckpointError(
@@ -199,39 +204,19 @@ class GeoModel:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "GeoModel":
         """Load and validate a model directory; raises `CheckpointError` on any problem."""
-        from geospot.geo.cells import CellTable
+        from geospot.models.head import GeoCellHead
 
         root = Path(directory)
         if not root.is_dir():
             raise CheckpointError(f"{root}: model directory not found")
-        config = _read_config(root / CONFIG_FILE)
-        _check_encoder_fields(root / CONFIG_FILE, config)
+        config = read_config(root)
+        _check_encoder_name(root / CONFIG_FILE, config)
         head_cfg = config["head"]
         # shapes come from config.json: check them against the weights' header BEFORE allocating anything
         _check_head_header(root / HEAD_FILE, head_cfg)
         head = GeoCellHead(head_cfg["embed_dim"], head_cfg["num_cells"], head_cfg["hidden"], head_cfg["dropout"])
         _load_head_weights(head, root / HEAD_FILE)
-
-        missing = [name for name in CELLS_FILES if not (root / name).is_file()]
-        if missing:
-            raise CheckpointError(f"{root / missing[0]}: missing (the model's cell table)")
-        try:
-            cells = CellTable.load(root)
-        except Exception as exc:  # any parse failure of the cell files is a checkpoint problem
-            # CellTable's messages usually name the damaged file already; otherwise name it here.
-            where = "" if str(root) in str(exc) else f"{root / CELLS_FILES[0]}: "
-            raise CheckpointError(f"{where}cannot load the model's cell table: {exc}") from exc
-        want = config["cells"]
-        if len(cells) != want["count"] or len(cells) != head.num_cells:
-            raise CheckpointError(
-                f"{root / CELLS_FILES[0]}: holds {len(cells)} cells but {root / CONFIG_FILE} says "
-                f"{want['count']} and the head predicts {head.num_cells}"
-            )
-        if cells.hash() != want["hash"]:
-            raise CheckpointError(
-                f"{root / CELLS_FILES[0]}: cell table hash {cells.hash()[:12]}… does not match "
-                f"{want['hash'][:12]}… recorded in {root / CONFIG_FILE}; the cells were changed or belong to another model"
-            )
+        cells = load_cells(root, config)
 
         support, calibration, estimate = _read_answer_parts(root, config, len(cells))
         encoder_state = None
@@ -265,6 +250,42 @@ class GeoModel:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def read_config(root: Path) -> dict[str, Any]:
+    """The validated ``config.json`` of a model directory (torch-free); `CheckpointError` otherwise."""
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: model directory not found")
+    config = _read_config(root / CONFIG_FILE)
+    _check_encoder_fields(root / CONFIG_FILE, config)
+    return config
+
+
+def load_cells(root: Path, config: dict[str, Any]):
+    """The model's `CellTable`, checked against the count and hash in its config (torch-free)."""
+    from geospot.geo.cells import CellTable
+
+    missing = [name for name in CELLS_FILES if not (root / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{root / missing[0]}: missing (the model's cell table)")
+    try:
+        cells = CellTable.load(root)
+    except Exception as exc:  # any parse failure of the cell files is a checkpoint problem
+        # CellTable's messages usually name the damaged file already; otherwise name it here.
+        where = "" if str(root) in str(exc) else f"{root / CELLS_FILES[0]}: "
+        raise CheckpointError(f"{where}cannot load the model's cell table: {exc}") from exc
+    want, num_cells = config["cells"], config["head"]["num_cells"]
+    if len(cells) != want["count"] or len(cells) != num_cells:
+        raise CheckpointError(
+            f"{root / CELLS_FILES[0]}: holds {len(cells)} cells but {root / CONFIG_FILE} says "
+            f"{want['count']} and the head predicts {num_cells}"
+        )
+    if cells.hash() != want["hash"]:
+        raise CheckpointError(
+            f"{root / CELLS_FILES[0]}: cell table hash {cells.hash()[:12]}… does not match "
+            f"{want['hash'][:12]}… recorded in {root / CONFIG_FILE}; the cells were changed or belong to another model"
+        )
+    return cells
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -340,6 +361,8 @@ def _require(path: Path, obj: dict, key: str, kind, prefix: str = "") -> None:
 
 
 def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise CheckpointError(f"{path}: missing ({what})")
     try:
@@ -349,6 +372,8 @@ def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _load_head_weights(head: GeoCellHead, path: Path) -> None:
+    import torch
+
     state = _read_safetensors(path, "head weights")
     expected = head.state_dict()
     problems = [f"missing tensor '{k}'" for k in expected if k not in state]
@@ -392,16 +417,22 @@ def _check_head_header(path: Path, head_cfg: dict) -> None:
 _MAX_INPUT_SIZE = 1024
 
 
-def _check_encoder_fields(path: Path, config: dict) -> None:
-    """Encoder name, preprocessing and mask must be usable before any photo is decoded with them."""
+def _check_encoder_name(path: Path, config: dict) -> None:
+    """The encoder must be registered (imports the encoders, so torch: not on the NumPy path,
+    where a missing ONNX record sends an unknown name to the same check when building it)."""
     from geospot.encoders import list_encoders
 
+    name = config["encoder"]["name"]
+    if name not in list_encoders():
+        raise CheckpointError(f"{path}: unknown encoder {name!r}; known: {', '.join(list_encoders())}")
+
+
+def _check_encoder_fields(path: Path, config: dict) -> None:
+    """Preprocessing and mask must be usable before any photo is decoded with them (torch-free)."""
     enc = config["encoder"]
-    if enc["name"] not in list_encoders():
-        raise CheckpointError(f"{path}: unknown encoder {enc['name']!r}; known: {', '.join(list_encoders())}")
     pre = enc.get("preprocess")
     if pre:
-        from geospot.encoders.base import Preprocess
+        from geospot.encoders.preprocess import Preprocess
 
         try:
             if not isinstance(pre, dict):

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
 from geospot.geo.distance import haversine_km, pairwise_haversine_km
+from geospot.models.special import ndtr
 
 #: Half the Earth's circumference: no two points are further apart.
 MAX_DISTANCE_KM = 20015.1

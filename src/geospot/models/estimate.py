@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from geospot.geo.distance import haversine_km, spherical_mean
 
@@ -27,7 +26,7 @@ DEFAULT_LOCAL_KM = 1000.0
 
 
 def _to_numpy(x, dtype=np.float64) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor (torch itself is never imported here: locate runs without it)
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
 

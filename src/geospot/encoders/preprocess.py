@@ -1,0 +1,117 @@
+"""Image preprocessing and the cache folder: the torch-free part of the encoder contract.
+
+The ONNX prediction path (`geospot.encoders.onnx_runtime`) runs without torch,
+so what it needs from an encoder -- its `Preprocess` -- lives here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+# Resized images longer than this many times `resize` are cropped before resizing, which
+# bounds the memory of preprocessing to ~_MAX_ASPECT x resize^2 pixels whatever the input.
+_MAX_ASPECT = 8
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """PIL image -> float32 [3, size, size]: resize shorter side, centre crop, normalise.
+
+    `mean` and `std` are per-channel (RGB) in [0, 1] pixel units, the torchvision
+    convention: out = (pixel / 255 - mean) / std.
+    """
+
+    size: int
+    resize: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        # Normalise containers (JSON gives lists) so equality and hashing are stable.
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "resize", int(self.resize))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if self.size <= 0 or self.resize < self.size:
+            raise ValueError(f"Preprocess needs 0 < size <= resize, got size={self.size}, resize={self.resize}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"Preprocess needs 3 means and 3 stds, got {self.mean} and {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"Preprocess stds must be positive, got {self.std}")
+        if self.interpolation not in _RESAMPLING:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; known: {sorted(_RESAMPLING)}")
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """Return the normalised, centre-cropped image as float32 [3, size, size]."""
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise ValueError(f"empty image ({w}x{h})")
+        scale = self.resize / min(w, h)
+        new_w, new_h = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        if max(new_w, new_h) > _MAX_ASPECT * self.resize:
+            # Extreme aspect ratio (a 20000 x 1 strip): resizing the whole image would blow the
+            # long side up to millions of pixels. Resize only the source region of the centre crop.
+            side = self.size / scale
+            left, top = (w - side) / 2 if w > side else 0.0, (h - side) / 2 if h > side else 0.0
+            box = (left, top, min(w, left + side), min(h, top + side))
+            img = img.resize((self.size, self.size), _RESAMPLING[self.interpolation], box=box, reducing_gap=3.0)
+        else:
+            if (new_w, new_h) != (w, h):
+                # reducing_gap decodes huge photos through a cheap box pre-reduction first.
+                img = img.resize((new_w, new_h), _RESAMPLING[self.interpolation], reducing_gap=3.0)
+            left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
+            img = img.crop((left, top, left + self.size, top + self.size))
+        arr = np.asarray(img, dtype=np.float32)  # [S, S, 3]
+        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
+        inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        arr = (arr - mean) * inv_std
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description (stored in model configs and cache fingerprints)."""
+        return {
+            "size": self.size,
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        """Inverse of `to_dict`."""
+        known = {"size", "resize", "mean", "std", "interpolation"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown Preprocess fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def cache_root() -> Path:
+    """geospot's cache folder: $GEOSPOT_CACHE, default ~/.cache/geospot."""
+    root = Path(os.environ.get("GEOSPOT_CACHE") or Path.home() / ".cache" / "geospot")
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"cache folder {root} (GEOSPOT_CACHE) is not a folder; point GEOSPOT_CACHE at a "
+                                 f"folder geospot may write")
+    return root
+
+

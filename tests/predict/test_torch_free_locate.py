@@ -1,0 +1,91 @@
+"""`geospot locate` with a frozen-encoder model runs without torch, and never uses a swapped ONNX file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from geospot.cli import main
+from geospot.encoders import create_encoder
+from geospot.encoders.onnx_runtime import OnnxRuntime, OnnxVerificationError, onnx_path
+from geospot.encoders.runtime import EncoderRuntime, export_onnx
+from geospot.testing import make_fixture_dataset
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+# Runs the CLI in a fresh interpreter; `block_torch` makes `import torch` fail as if it were not installed.
+_LOCATE = """
+import json, sys
+if {block_torch}:
+    sys.modules["torch"] = None
+from geospot.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:  # the CLI's one-line errors
+    code = exc.code if isinstance(exc.code, int) else 1
+    if not isinstance(exc.code, int):
+        print(exc.code, file=sys.stderr)
+print(json.dumps({{"code": code, "torch": "torch" in sys.modules and sys.modules["torch"] is not None,
+                  "heavy": sorted(m for m in ("pandas", "scipy", "matplotlib", "shapely", "reverse_geocoder")
+                                  if m in sys.modules)}}), file=sys.stderr)
+"""
+
+
+def _locate(argv, block_torch=False):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.run([sys.executable, "-c", _LOCATE.format(argv=argv, block_torch=block_torch)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc.stdout, proc.stderr, json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    data = make_fixture_dataset(tmp_path_factory.mktemp("fx"), n_locations=24, views=2, size=64, seed=1)
+    out = tmp_path_factory.mktemp("model") / "m"
+    assert main(["train", str(data), "--out", str(out), "--encoder", "tiny", "--epochs", "3", "--quiet",
+                 "--min-per-cell", "2", "--max-per-cell", "10"]) == 0
+    photo = sorted((Path(data).parent / "images").rglob("*.jpg"))[0]
+    return out, str(photo)
+
+
+def test_locate_imports_neither_torch_nor_heavy_libraries(model):
+    out, photo = model
+    EncoderRuntime("tiny", backend="onnx")  # the export and its records exist (made once, with torch)
+    from geospot.geo import geocode
+
+    geocode._gazetteer.cache_clear()
+    geocode.reverse_geocode(0.0, 0.0)  # the gazetteer's binary copy exists (parsed once, with pandas)
+    stdout, stderr, info = _locate(["locate", photo, "--model", str(out), "--json"])
+    assert info == {"code": 0, "torch": False, "heavy": []}, stderr
+    (answer,) = json.loads(stdout)
+    assert answer["path"] == photo and -90 <= answer["lat"] <= 90 and answer["top_cells"]
+
+
+def test_a_swapped_onnx_file_is_refused_or_exported_again(model, capsys):
+    out, photo = model
+    rt = EncoderRuntime("tiny", backend="onnx")
+    path = onnx_path("tiny", rt.weights_id)
+    other = create_encoder("tiny")
+    with __import__("torch").no_grad():
+        for p in other.parameters():
+            p.add_(0.05)
+    export_onnx(other, path)  # another valid export of the same shape, put in its place
+    with pytest.raises(OnnxVerificationError, match="refusing to use it"):
+        OnnxRuntime.pretrained("tiny")
+
+    # without torch: one clear line naming the file, exit code 2, no traceback
+    stdout, stderr, info = _locate(["locate", photo, "--model", str(out)], block_torch=True)
+    assert info["code"] not in (0, None) and "Traceback" not in stderr
+    assert f"{path}: content (sha256" in stderr and "refusing to use it" in stderr
+
+    # with torch: said on one line, exported again, and the answer comes from the right weights
+    stdout, stderr, info = _locate(["locate", photo, "--model", str(out), "--json"])
+    assert info["code"] == 0 and "exporting again" in stderr
+    OnnxRuntime.pretrained("tiny")  # verified again
+    rt2 = EncoderRuntime("tiny", backend="onnx")
+    capsys.readouterr()
+    assert "exporting" not in capsys.readouterr().err and rt2.weights_id == rt.weights_id

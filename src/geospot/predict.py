@@ -38,6 +38,8 @@ class Prediction:
     city: str = ""
     paths: list[str] = field(default_factory=list)
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
+    countries: list[dict] = field(default_factory=list)  # [{code, name, prob}], most probable first
+    regions: list[dict] = field(default_factory=list)  # [{code, name, country_code, prob}]
 
     def to_dict(self) -> dict:
         """The stable JSON object of `geospot locate --json` (see README)."""
@@ -52,6 +54,8 @@ class Prediction:
             "city": self.city,
             "radius_km": {k: round(v, 1) for k, v in self.radius_km.items()},
             "top_cells": self.top_cells,
+            "countries": self.countries,
+            "regions": self.regions,
             "estimates": {
                 name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
             },
@@ -124,6 +128,10 @@ class Predictor:
         runtime = EncoderRuntime(model.encoder_name, backend=backend, device=device, encoder=encoder)
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else encoder.preprocess
         mask = Mask.from_dict(model.mask) if model.mask else None
+        from geospot.models.checkpoint import default_model_dir
+        from geospot.models.hierarchy import model_shares
+
+        model.cell_shares = model_shares(model_dir or default_model_dir(), model.cells, model.train_coords)
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode)
 
     # ------------------------------------------------------------------ decoding
@@ -170,6 +178,7 @@ class Predictor:
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
         """Cell probabilities -> `Prediction`s (no I/O; used by `predict`)."""
         from geospot.models.estimate import confidence_radius_km, point_estimates
+        from geospot.models.hierarchy import hierarchy_probs
 
         cells = self.model.cells
         probs = self.model.predict_proba(emb)
@@ -179,6 +188,8 @@ class Predictor:
             probs, cells.centroid_lat, cells.centroid_lon, est["local_lat"], est["local_lon"], levels=(0.5, 0.9)
         )
         places = self._geocode(est["local_lat"], est["local_lon"])
+        shares = getattr(self.model, "cell_shares", None)
+        hier = hierarchy_probs(probs, shares) if shares is not None else ([[]] * len(names), [[]] * len(names))
         out = []
         for b, name in enumerate(names):
             top = [
@@ -187,6 +198,7 @@ class Predictor:
                     "prob": round(float(p), 6),
                     "lat": round(float(cells.centroid_lat[int(i)]), 6),
                     "lon": round(float(cells.centroid_lon[int(i)]), 6),
+                    **({"name": cells.names[int(i)]} if cells.names else {}),
                 }
                 for i, p in zip(est["top_idx"][b], est["top_prob"][b])
             ]
@@ -202,6 +214,8 @@ class Predictor:
                     country_code=place.country_code if place else "",
                     region=place.region if place else "",
                     city=place.city if place else "",
+                    countries=hier[0][b],
+                    regions=hier[1][b],
                     estimates={
                         "local_mean": {"lat": float(est["local_lat"][b]), "lon": float(est["local_lon"][b])},
                         "top_k_mean": {"lat": float(est["mean_lat"][b]), "lon": float(est["mean_lon"][b])},

@@ -246,6 +246,8 @@ def format_prediction(result: Prediction | PredictionError) -> str:
     lines.append(
         f"  50% of the probability within {result.radius_km['50']:.0f} km, 90% within {result.radius_km['90']:.0f} km"
     )
-    cells = ", ".join(f"{c['id']} {100 * c['prob']:.1f}%" for c in result.top_cells)
+    cells = ", ".join(f"{c.get('name', c['id'])} {100 * c['prob']:.1f}%" for c in result.top_cells)
     lines.append(f"  top cells: {cells}")
+    if result.countries:
+        lines.append("  countries: " + ", ".join(f"{c['name']} {100 * c['prob']:.0f}%" for c in result.countries[:3]))
     return "\n".join(lines)

@@ -3,8 +3,8 @@
 * :class:`Gallery` — L2-normalised training embeddings with their coordinates
   and a cosine-similarity search: exact NumPy (blocked matrix product) for
   small galleries, FAISS for large ones (``pip install geospot[retrieval]``;
-  ``backend="auto"`` switches at :data:`FAISS_MIN_ROWS`, the crossover measured
-  by ``benchmarks/bench_retrieval.py``; exact ``IndexFlatIP``, or ``hnsw=True``
+  ``backend="auto"`` switches at :data:`FAISS_MIN_ROWS`, set from
+  ``benchmarks/bench_retrieval.py``; exact ``IndexFlatIP``, or ``hnsw=True``
   for an approximate graph index).
 * :func:`knn_locate` — a model of its own (GeoCLIP's gallery idea): the
   neighbours vote with ``exp(sim / T)``; the answer is the weighted spherical
@@ -32,9 +32,10 @@ import numpy as np
 
 from geospot.geo.distance import haversine_km, latlon_to_xyz, xyz_to_latlon
 
-#: Below this many gallery rows the exact NumPy search is as fast as FAISS (see docs/methods.md).
-FAISS_MIN_ROWS = 50_000
-_BLOCK = 1024
+#: ``backend="auto"`` uses FAISS from this many rows. Measured (docs/methods.md): exact NumPy search was
+#: as fast as or faster than FAISS's exact flat index up to 100k rows of 1280-d embeddings on a laptop-class CPU.
+FAISS_MIN_ROWS = 1_000_000
+_SIMS_BUDGET = 1 << 25  # similarities held at once by the NumPy search (128 MB of float32)
 
 
 def l2_normalize(x) -> np.ndarray:
@@ -89,14 +90,15 @@ class Gallery:
         if self.uses_faiss():
             return self._search_faiss(q, k)
         sims, idx = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
-        for s in range(0, len(q), _BLOCK):  # bounded memory: [block, N] similarities at a time
-            block = q[s:s + _BLOCK] @ self.emb.T
+        step = max(1, min(1024, _SIMS_BUDGET // max(1, len(self))))
+        for s in range(0, len(q), step):  # bounded memory: [step, N] similarities at a time
+            block = q[s:s + step] @ self.emb.T
             part = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < len(self) else \
                 np.tile(np.arange(len(self)), (len(block), 1))
             val = np.take_along_axis(block, part, 1)
             order = np.argsort(-val, axis=1, kind="stable")
-            idx[s:s + _BLOCK] = np.take_along_axis(part, order, 1)
-            sims[s:s + _BLOCK] = np.take_along_axis(val, order, 1)
+            idx[s:s + step] = np.take_along_axis(part, order, 1)
+            sims[s:s + step] = np.take_along_axis(val, order, 1)
         return sims, idx
 
     def _search_faiss(self, q: np.ndarray, k: int):

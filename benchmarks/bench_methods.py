@@ -17,7 +17,8 @@ normalised embeddings), as ``geospot eval --fuse embeddings``.
 Rows: the training medoid; the default head (S2 cells, min 8 / max 60
 places, haversine smoothing, defaults of ``TrainConfig``) with its local-mean
 estimate; the same head on semantic cells; the S2 head refined by PIGEON's
-prototypes or by kNN over training images; kNN alone. Columns: median km,
+prototypes, by kNN over training images, or by the hybrid head's offset of
+its top cell (OSV-5M); kNN alone. Columns: median km,
 accuracy within 25/200/750/2500 km, GeoScore with a 95% bootstrap interval
 over places, and country accuracy of the point estimate (reverse-geocoded)
 and of the hierarchical argmax (``geospot.models.hierarchy``).
@@ -80,9 +81,10 @@ def _places(d: dict, rows: np.ndarray):
     return fuse_embeddings(x, inverse, n), d["lat"][rows][first], d["lon"][rows][first], d["collection"][rows][first]
 
 
-def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int) -> dict:
+def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bool = True) -> dict:
     import torch
 
+    from geospot.models.hybrid import fit_hybrid, hybrid_estimate
     from geospot.models.estimate import point_estimates
     from geospot.models.head import normalize_embeddings
     from geospot.models.hierarchy import cell_shares, hierarchy_argmax
@@ -113,6 +115,10 @@ def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int) -> dict:
         out["s2 head + prototypes"] = (r_lat, r_lon, hier)
         k_lat, k_lon, _ = knn_refine(probs, q, gallery, cells, est["local_lat"], est["local_lon"])
         out["s2 head + kNN refine"] = (k_lat, k_lon, hier)
+        if hybrid:
+            offsets = fit_hybrid(emb, lat, lon, cells, seed=seed)
+            h_lat, h_lon = hybrid_estimate(offsets, q, est["top_idx"][:, 0], cells)
+            out["s2 head + hybrid offsets (top cell)"] = (h_lat, h_lon, hier)
     k_lat, k_lon = knn_locate(q, gallery)
     out["kNN (no head)"] = (k_lat, k_lon, None)
     return out
@@ -164,6 +170,7 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["cross", "in"], choices=["cross", "in"])
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-hybrid", action="store_true", help="skip the hybrid head (OSV-5M offsets)")
     args = ap.parse_args()
     from geospot.data.splits import group_kfold
 
@@ -179,7 +186,7 @@ def main() -> None:
             splits = group_kfold(d["location_id"], n_splits=args.folds, seed=args.seed)
         folds = []
         for k, (train, test) in enumerate(splits):
-            folds.append(run_fold(d, np.asarray(train), np.asarray(test), args.seed))
+            folds.append(run_fold(d, np.asarray(train), np.asarray(test), args.seed, not args.no_hybrid))
             print(f"{protocol} fold {k + 1}/{len(splits)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         rows = summarise(folds, protocol)
         # Each protocol's table as soon as it is done (a full run takes a while on a shared CPU).

@@ -43,6 +43,8 @@ from geospot.geo.distance import geographic_medoid, haversine_km  # noqa: E402
 from geospot.models.fusion import fuse_embeddings, group_index  # noqa: E402
 
 COLLECTIONS = ["global", "croatia", "sample", "cities", "nigeria"]
+header = ["protocol", "method", "median km [95% CI]", "@25km", "@200km", "@750km", "@2500km",
+          "GeoScore [95% CI]", "country % (point)", "country / region % (hierarchy)"]
 CELLS = {"s2": {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60},
          "semantic": {"scheme": "semantic", "min_per_cell": 8, "max_per_cell": 60}}
 
@@ -171,12 +173,16 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-hybrid", action="store_true", help="skip the hybrid head (OSV-5M offsets)")
+    ap.add_argument("--only", type=int, nargs="+", help="run only these folds (1-based; cross: collections in "
+                    f"the order {', '.join(COLLECTIONS)}), e.g. one process per fold on a multi-core machine")
+    ap.add_argument("--save", metavar="DIR", help="write each fold's predictions to DIR/<protocol>-<k>.npz")
+    ap.add_argument("--load", metavar="DIR", help="summarise the folds saved in DIR instead of computing them")
     args = ap.parse_args()
     from geospot.data.splits import group_kfold
 
+    if args.load:
+        return summarise_saved(Path(args.load), args.protocols, args.encoder)
     d = load_embeddings(args.emb, args.encoder)
-    header = ["protocol", "method", "median km [95% CI]", "@25km", "@200km", "@750km", "@2500km",
-              "GeoScore [95% CI]", "country % (point)", "country / region % (hierarchy)"]
     for protocol in args.protocols:
         t0 = time.perf_counter()
         if protocol == "cross":
@@ -186,19 +192,59 @@ def main() -> None:
             splits = group_kfold(d["location_id"], n_splits=args.folds, seed=args.seed)
         folds = []
         for k, (train, test) in enumerate(splits):
+            if args.only and k + 1 not in args.only:
+                continue
             folds.append(run_fold(d, np.asarray(train), np.asarray(test), args.seed, not args.no_hybrid))
+            if args.save:
+                save_fold(folds[-1], Path(args.save) / f"{protocol}-{k + 1}.npz")
             print(f"{protocol} fold {k + 1}/{len(splits)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        rows = summarise(folds, protocol)
-        # Each protocol's table as soon as it is done (a full run takes a while on a shared CPU).
-        print_table(header, rows, title=f"{protocol}: methods vs the plain head ({args.encoder}; CIs by bootstrap "
-                                        "over places)")
-        if protocol == "cross":
-            methods = [m for m in folds[0] if m != "_truth"]
-            print()
-            print_table(["held out", "places"] + methods, per_collection(folds, methods),
-                        title="Cross-collection GeoScore per held-out collection")
-        print(flush=True)
+        if args.only:
+            continue
+        report(folds, protocol, args.encoder)
 
+
+def save_fold(fold: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"_truth.lat": fold["_truth"][0], "_truth.lon": fold["_truth"][1], "_truth.coll": fold["_truth"][2]}
+    for i, (method, (lat, lon, hier)) in enumerate((m, v) for m, v in fold.items() if m != "_truth"):
+        arrays[f"{i}.lat"], arrays[f"{i}.lon"] = lat, lon
+        arrays[f"{i}.name"] = np.array(method)
+        if hier is not None:
+            arrays[f"{i}.country"] = np.asarray(hier[0]).astype(str)
+            arrays[f"{i}.region"] = np.asarray(hier[1]).astype(str)
+    np.savez(path, **arrays)
+
+
+def load_fold(path: Path) -> dict:
+    z = np.load(path, allow_pickle=False)
+    fold = {"_truth": (z["_truth.lat"], z["_truth.lon"], z["_truth.coll"])}
+    i = 0
+    while f"{i}.lat" in z.files:
+        hier = (z[f"{i}.country"].astype(object), z[f"{i}.region"].astype(object)) if f"{i}.country" in z.files \
+            else None
+        fold[str(z[f"{i}.name"])] = (z[f"{i}.lat"], z[f"{i}.lon"], hier)
+        i += 1
+    return fold
+
+
+def summarise_saved(directory: Path, protocols, encoder: str) -> None:
+    for protocol in protocols:
+        files = sorted(directory.glob(f"{protocol}-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+        if files:
+            print(f"{protocol}: {len(files)} folds from {directory}", file=sys.stderr)
+            report([load_fold(f) for f in files], protocol, encoder)
+
+
+def report(folds: list[dict], protocol: str, encoder: str) -> None:
+    # Each protocol's table as soon as it is done (a full run takes a while on a shared CPU).
+    print_table(header, summarise(folds, protocol),
+                title=f"{protocol}: methods vs the plain head ({encoder}; CIs by bootstrap over places)")
+    if protocol == "cross":
+        methods = [m for m in folds[0] if m != "_truth"]
+        print()
+        print_table(["held out", "places"] + methods, per_collection(folds, methods),
+                    title="Cross-collection GeoScore per held-out collection")
+    print(flush=True)
 
 if __name__ == "__main__":
     main()

@@ -131,3 +131,20 @@ def test_bounds_open_across_the_antimeridian():
     boxes = semantic.bounds([[(-16.0, 179.0), (-17.0, -179.5), (-18.0, 178.5)], [(10.0, -5.0), (12.0, 5.0), (11.0, 0.0)]])
     np.testing.assert_allclose(boxes[0], [-18.0, -16.0, 178.5, -179.5])
     np.testing.assert_allclose(boxes[1], [10.0, 12.0, -5.0, 5.0])
+
+
+@pytest.mark.realdata
+def test_semantic_cells_over_real_global_street_view(shared_data):
+    import pandas as pd
+
+    df = pd.read_csv(shared_data / "streetview-global" / "manifest.csv").drop_duplicates("location_id")
+    lat, lon = df["lat"].to_numpy(), df["lon"].to_numpy()
+    cells = build_cells(lat, lon, "semantic", min_per_cell=10, max_per_cell=60)
+    idx = cells.assign(lat, lon)
+    cc = country_codes(lat, lon)
+    kept = idx >= 0
+    assert kept.mean() > 0.9  # only countries with < 10 places lose their cells
+    for k in range(len(cells)):
+        assert len(set(cc[idx == k])) == 1, cells.names[k]
+    assert (cells.count >= 1).all() and cells.count.sum() == kept.sum()
+    assert len(set(cells.names)) > 0.8 * len(cells)  # names mostly tell cells apart (two areas of one region can share one)

@@ -75,6 +75,12 @@ def test_locate_json_schema_and_errors(dataset, trained, tmp_path, capsys):
     assert ok["radius_km"]["50"] <= ok["radius_km"]["90"]
     assert len(ok["top_cells"]) == 3
     assert {"id", "prob", "lat", "lon"} <= set(ok["top_cells"][0])
+    # Hierarchical answers: country and region probabilities, most probable first, at most the whole mass.
+    for level in ("countries", "regions"):
+        probs = [c["prob"] for c in ok[level]]
+        assert ok[level] and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-5
+    assert {"code", "name", "prob"} <= set(ok["countries"][0]) and len(ok["countries"][0]["code"]) == 2
+    assert (Path(trained) / "hierarchy.json").is_file()
     errors = {Path(o["path"]).name: o["error"] for o in out[1:]}
     assert set(errors) == {"zero.jpg", "nope.jpg"}
     assert all(errors.values())

@@ -38,6 +38,8 @@ class Prediction:
     estimates: dict[str, dict[str, float]] = field(default_factory=dict)
     estimate: str = ""
     within_km: dict[str, float] = field(default_factory=dict)
+    countries: list[dict] = field(default_factory=list)  # [{code, name, prob}], most probable first
+    regions: list[dict] = field(default_factory=list)  # [{code, name, country_code, prob}]
     # Every cell's probability ([C], the model's cell order) for maps; not part of the JSON.
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -56,6 +58,8 @@ class Prediction:
             "within_km": {k: round(v, 4) for k, v in self.within_km.items()},
             "estimate": self.estimate,
             "top_cells": self.top_cells,
+            "countries": self.countries,
+            "regions": self.regions,
             "estimates": {
                 name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
             },
@@ -154,6 +158,10 @@ class Predictor:
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else runtime.preprocess
         _check_against_encoder(model_dir, model, preprocess, runtime)
         mask = Mask.from_dict(model.mask) if model.mask else None
+        from geospot.models.checkpoint import default_model_dir
+        from geospot.models.hierarchy import model_shares
+
+        model.cell_shares = model_shares(model_dir or default_model_dir(), model.cells, model.train_coords)
         return cls(model, runtime, preprocess, mask=mask, geocode=geocode, estimate=estimate)
 
     # ------------------------------------------------------------------ decoding
@@ -198,10 +206,14 @@ class Predictor:
 
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
         """Cell probabilities -> `Prediction`s (no I/O; used by `predict`)."""
+        from geospot.models.hierarchy import hierarchy_probs
+
         cells = self.model.cells
         ans = self.model.answer_context().answer(self.model.predict_proba(emb), top_k=max(1, top_k),
                                                  estimate=self.estimate)
         places = self._geocode(ans["lat"], ans["lon"])
+        shares = getattr(self.model, "cell_shares", None)
+        hier = hierarchy_probs(ans["probs"], shares) if shares is not None else ([[]] * len(names), [[]] * len(names))
         out = []
         for b, name in enumerate(names):
             top = [
@@ -210,6 +222,7 @@ class Predictor:
                     "prob": round(float(p), 6),
                     "lat": round(float(cells.centroid_lat[int(i)]), 6),
                     "lon": round(float(cells.centroid_lon[int(i)]), 6),
+                    **({"name": cells.names[int(i)]} if cells.names else {}),
                 }
                 for i, p in zip(ans["top_idx"][b], ans["top_prob"][b])
             ]
@@ -226,6 +239,8 @@ class Predictor:
                     country_code=place.country_code if place else "",
                     region=place.region if place else "",
                     city=place.city if place else "",
+                    countries=hier[0][b],
+                    regions=hier[1][b],
                     estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
                     estimate=self.estimate,
                     within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
@@ -333,6 +348,8 @@ def format_prediction(result: Prediction | PredictionError) -> str:
     if result.within_km:
         within = ", ".join(f"{100 * p:.0f}% within {k} km" for k, p in result.within_km.items())
         lines.append(f"  chance the photo is close: {within}")
-    cells = ", ".join(f"{c['id']} {100 * c['prob']:.1f}%" for c in result.top_cells)
+    cells = ", ".join(f"{c.get('name', c['id'])} {100 * c['prob']:.1f}%" for c in result.top_cells)
     lines.append(f"  top cells: {cells}")
+    if result.countries:
+        lines.append("  countries: " + ", ".join(f"{c['name']} {100 * c['prob']:.0f}%" for c in result.countries[:3]))
     return "\n".join(lines)

@@ -42,8 +42,10 @@ def _manifest_opts(p: argparse.ArgumentParser) -> None:
 def _cell_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("geocells (built from the training places)")
     g.add_argument("--cells", metavar="DIR", help="use cells saved by `geospot cells` instead of building them")
-    g.add_argument("--scheme", choices=["s2", "grid"], default="s2",
-                   help="s2: PlaNet's adaptive S2 quadtree; grid: square or hexagonal grid (default s2)")
+    g.add_argument("--scheme", choices=["s2", "grid", "semantic"], default="s2",
+                   help="s2: PlaNet's adaptive S2 quadtree; grid: square or hexagonal grid; semantic: PIGEON's "
+                        "named admin-unit cells (GeoNames, merged to --min-per-cell, split above --max-per-cell) "
+                        "(default s2)")
     g.add_argument("--min-per-cell", type=t.positive_int,
                    help="s2: drop cells under this many places (default 8); grid: default 1")
     g.add_argument("--max-per-cell", type=t.positive_int, default=60, help="s2: split cells holding more places (default 60)")
@@ -92,6 +94,9 @@ def _train_config(args):
 
 
 def _cell_params(args) -> dict:
+    if args.scheme == "semantic":
+        return {"scheme": "semantic", "min_per_cell": args.min_per_cell if args.min_per_cell is not None else 8,
+                "max_per_cell": args.max_per_cell}
     if args.scheme == "s2":
         return {"scheme": "s2", "min_per_cell": args.min_per_cell if args.min_per_cell is not None else 8,
                 "max_per_cell": args.max_per_cell, "max_level": args.max_level}

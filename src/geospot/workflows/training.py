@@ -236,9 +236,13 @@ def save_model(model, out_dir: str | Path, include_train_places: bool = True) ->
     baselines from the cell centroids weighted by their counts."""
     from safetensors.numpy import save_file
 
+    from geospot.models.hierarchy import cell_shares
+
     out = Path(out_dir)
     model.save(out)
     coords = getattr(model, "train_coords", None)
+    # Country/region shares of each cell (aggregates only), for hierarchical answers.
+    cell_shares(model.cells, *(coords if coords is not None else (None, None))).save(out)
     if coords is not None and include_train_places:
         save_file({"lat": np.asarray(coords[0], np.float64), "lon": np.asarray(coords[1], np.float64)},
                   str(out / TRAIN_PLACES_FILE))

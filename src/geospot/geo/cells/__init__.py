@@ -1,8 +1,9 @@
 """Geographic cells: the classes a geolocation model predicts.
 
 ``build_cells(lat, lon, scheme, **params)`` partitions training coordinates
-into a :class:`CellTable`: a regular grid (square or hexagonal) or PlaNet's
-adaptive S2 quadtree. Centroids are the spherical means of the training points
+into a :class:`CellTable`: a regular grid (square or hexagonal), PlaNet's
+adaptive S2 quadtree, or PIGEON's semantic cells (merged and split GeoNames
+administrative units, with names). Centroids are the spherical means of the training points
 in each cell, not the cells' geometric centres.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numbers
 import numpy as np
 
 from ..distance import latlon_to_xyz, xyz_to_latlon
-from . import grid, s2
+from . import grid, s2, semantic
 from .table import SCHEMES, CellTable, cell_keys, valid_coordinates
 
 __all__ = ["CellTable", "SCHEMES", "build_cells", "s2_table_from_tokens"]
@@ -65,17 +66,25 @@ def build_cells(lat, lon, scheme: str = "s2", **params) -> CellTable:
     adaptive quadtree. Cells holding fewer than ``min_per_cell`` points are
     dropped; their points get -1 from ``assign`` (or the nearest kept cell with
     ``nearest=True``).
+
+    ``scheme="semantic"``: ``min_per_cell`` (default 50), ``max_per_cell``
+    (default None: no splitting), ``seed`` (default 0): PIGEON's semantic
+    cells from GeoNames administrative units (see
+    :mod:`geospot.geo.cells.semantic`); the table carries cell ``names``.
     """
     lat, lon = _check_points(lat, lon)
     if scheme == "s2":
         return _build_s2(lat, lon, **params)
+    if scheme == "semantic":
+        return _build_semantic(lat, lon, **params)
     if scheme in ("grid", "grid-square", "grid-hex"):
         if scheme != "grid":
             implied = scheme.split("-")[1]
             if params.setdefault("shape", implied) != implied:
                 raise ValueError(f"build_cells: scheme {scheme!r} contradicts shape={params['shape']!r}")
         return _build_grid(lat, lon, **params)
-    raise ValueError(f"build_cells: unknown scheme {scheme!r}; expected 'grid', 'grid-square', 'grid-hex' or 's2'")
+    raise ValueError(f"build_cells: unknown scheme {scheme!r}; expected 'grid', 'grid-square', 'grid-hex', "
+                     "'s2' or 'semantic'")
 
 
 def _build_s2(lat, lon, min_per_cell: int = 50, max_per_cell: int = 5000, min_level: int = 1,
@@ -97,6 +106,23 @@ def _build_s2(lat, lon, min_per_cell: int = 50, max_per_cell: int = 5000, min_le
     params = {"min_per_cell": min_per_cell, "max_per_cell": max_per_cell, "min_level": min_level,
               "max_level": max_level, "cell_id": cell_id}
     return CellTable("s2", [f"s2:{s2.to_token(c)}" for c in cell_id.tolist()], c_lat, c_lon, count, params)
+
+
+def _build_semantic(lat, lon, min_per_cell: int = 50, max_per_cell: int | None = None, seed: int = 0) -> CellTable:
+    min_per_cell = _check_count("min_per_cell", min_per_cell, 1)
+    if max_per_cell is not None:
+        max_per_cell = _check_count("max_per_cell", max_per_cell, 1)
+        if max_per_cell < min_per_cell:
+            raise ValueError(f"build_cells: max_per_cell ({max_per_cell}) < min_per_cell ({min_per_cell})")
+    built = semantic.build_semantic(lat, lon, min_per_cell, max_per_cell, _check_count("seed", seed, 0))
+    n = len(built["ids"])
+    # Centroids and counts through the table's own assignment, so training labels match `assign`.
+    draft = CellTable("semantic", built["ids"], np.zeros(n), np.zeros(n), np.zeros(n), built["params"],
+                      built["names"])
+    c_lat, c_lon, count = _centroids(lat, lon, draft.assign(lat, lon), n)
+    table = CellTable("semantic", built["ids"], c_lat, c_lon, count, built["params"], built["names"])
+    table._semantic = draft._semantic  # reuse the built k-d tree
+    return table
 
 
 def s2_table_from_tokens(tokens, centroid_lat=None, centroid_lon=None, count=None) -> CellTable:

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from ..distance import latlon_to_xyz
-from . import grid, s2
+from . import grid, s2, semantic
 
-SCHEMES = ("grid-square", "grid-hex", "s2")
+SCHEMES = ("grid-square", "grid-hex", "s2", "semantic")
+#: The params entry holding one value per cell, by scheme (grids: "cell_key").
+_CELL_PARAM = {"s2": "cell_id", "semantic": "cell_group"}
 _JSON_NAME = "cells.json"
 _TENSORS_NAME = "cells.safetensors"
 _FORMAT_VERSION = 1
@@ -39,7 +41,10 @@ class CellTable:
     ``params`` holds everything needed to re-assign points: JSON-able values
     (ints, floats, strings, lists) and NumPy arrays (e.g. the sorted S2 cell
     ids as ``uint64`` under ``"cell_id"``, or the grid keys under
-    ``"cell_key"``).
+    ``"cell_key"``; semantic cells: ``"cell_group"`` and the GeoNames places).
+    ``names``: optional human-readable cell names (semantic cells: "Zagrebacka,
+    Croatia"); absent from tables of other schemes and from old checkpoints,
+    and part of the hash only when present.
     """
 
     scheme: str
@@ -48,6 +53,7 @@ class CellTable:
     centroid_lon: np.ndarray
     count: np.ndarray
     params: dict = field(default_factory=dict)
+    names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -64,10 +70,15 @@ class CellTable:
             raise ValueError(f"CellTable: {n} ids but " + ", ".join(f"{k} has {v}" for k, v in bad.items()))
         if len(set(self.ids)) != n:
             raise ValueError("CellTable: cell ids are not unique")
-        key = "cell_id" if self.scheme == "s2" else "cell_key"
+        key = _CELL_PARAM.get(self.scheme, "cell_key")
         if key not in self.params or np.asarray(self.params[key]).size != n:
             raise ValueError(f"CellTable: params[{key!r}] must hold one entry per cell ({n})")
+        if self.names is not None:
+            self.names = [str(x) for x in self.names]
+            if len(self.names) != n:
+                raise ValueError(f"CellTable: {n} ids but {len(self.names)} names")
         self._tree = None
+        self._semantic = None  # semantic.Assigner, built on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -105,11 +116,18 @@ class CellTable:
     def _assign_valid(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         if self.scheme == "s2":
             return s2.assign_sorted(self.params["cell_id"], lat, lon)
+        if self.scheme == "semantic":
+            return self._semantic_assigner()(lat, lon)
         keys = cell_keys(self.scheme, self.params, lat, lon)
         table_keys = self.params["cell_key"]
         idx = np.searchsorted(table_keys, keys)
         safe = np.minimum(idx, len(table_keys) - 1)
         return np.where(table_keys[safe] == keys, safe, -1).astype(np.int64)
+
+    def _semantic_assigner(self) -> "semantic.Assigner":
+        if self._semantic is None:
+            self._semantic = semantic.Assigner(self.params)
+        return self._semantic
 
     def nearest_centroid(self, lat, lon) -> np.ndarray:
         """Index of the cell whose centroid is nearest (great-circle) to each point."""
@@ -130,6 +148,8 @@ class CellTable:
         """
         if self.scheme == "s2":
             return s2.cell_bounds(self.params["cell_id"])
+        if self.scheme == "semantic":
+            return semantic.bounds(self.polygons())
         if self.scheme == "grid-square":
             return grid.square_bounds(self.params)
         return grid.hex_bounds(self.params)
@@ -138,8 +158,12 @@ class CellTable:
         """Cell outlines as open rings of ``(lat, lon)`` corners, counter-clockwise.
 
         Square cells and S2 cells have 4 corners (S2 edges are great-circle
-        arcs between them), hexagons 6.
+        arcs between them), hexagons 6. Semantic cells: the spherical convex
+        hull of the GeoNames places in the cell (an outline for maps, not the
+        exact assignment boundary; see ``semantic.polygons``).
         """
+        if self.scheme == "semantic":
+            return semantic.polygons(self.params, len(self), self._semantic_assigner())
         if self.scheme == "s2":
             lat, lon = s2.cell_vertices(self.params["cell_id"])
             return [list(zip(a, b)) for a, b in zip(lat.tolist(), lon.tolist())]
@@ -164,8 +188,10 @@ class CellTable:
         """sha256 (hex) of scheme, ids, centroids, counts and params; stable across save/load."""
         scalars, arrays = self._split_params()
         h = hashlib.sha256()
-        h.update(json.dumps({"scheme": self.scheme, "ids": self.ids, "params": scalars},
-                            sort_keys=True, separators=(",", ":")).encode())
+        head = {"scheme": self.scheme, "ids": self.ids, "params": scalars}
+        if self.names is not None:  # only when present, so tables without names keep their old hashes
+            head["names"] = self.names
+        h.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
         for name, arr in [("centroid_lat", self.centroid_lat), ("centroid_lon", self.centroid_lon),
                           ("count", self.count)] + sorted(arrays.items()):
             arr = np.ascontiguousarray(arr)
@@ -189,6 +215,8 @@ class CellTable:
             tensors[f"params.{key}"] = arr.view(np.int64) if arr.dtype == np.uint64 else arr
         meta = {"format_version": _FORMAT_VERSION, "scheme": self.scheme, "ids": self.ids,
                 "params": scalars, "array_params": dtypes, "hash": self.hash()}
+        if self.names is not None:
+            meta["names"] = self.names
         (directory / _JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
         save_file(tensors, str(directory / _TENSORS_NAME))
 
@@ -207,6 +235,9 @@ class CellTable:
             scheme, ids = meta["scheme"], meta["ids"]
             params = dict(meta.get("params", {}))
             dtypes = meta.get("array_params", {})
+            names = meta.get("names")
+            if names is not None and not isinstance(names, list):
+                raise TypeError("'names' is not a list")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{json_path}: not a cell table ({exc})") from exc
         try:
@@ -223,7 +254,8 @@ class CellTable:
         if missing:
             raise ValueError(f"{tensor_path}: tensors missing: {', '.join(missing)}")
         try:
-            table = cls(scheme, ids, tensors["centroid_lat"], tensors["centroid_lon"], tensors["count"], params)
+            table = cls(scheme, ids, tensors["centroid_lat"], tensors["centroid_lon"], tensors["count"], params,
+                        names)
         except ValueError as exc:
             raise ValueError(f"{directory}: {exc}") from exc
         stored = meta.get("hash")

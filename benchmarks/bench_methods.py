@@ -1,0 +1,250 @@
+"""Accuracy of the state-of-the-art options against the plain head, cross-collection and in-collection.
+
+Data: the five Street View collections in ``../shared/data`` (global, croatia,
+sample, cities, nigeria), embedded with one encoder. Embeddings come from
+``--emb FILE.npz`` (arrays ``emb``, ``lat``, ``lon``, ``collection``,
+``location_id``), by default ``/work/emb/<encoder>.npz`` when present, else
+they are computed here through geospot's cached embedding pipeline.
+
+Protocols (every place is predicted exactly once per protocol):
+
+* ``cross``: leave one collection out (train on four, test on the fifth);
+* ``in``: 5-fold group K-fold over all collections pooled (by location).
+
+Training uses every image; a test place's views are fused (mean of the
+normalised embeddings), as ``geospot eval --fuse embeddings``.
+
+Rows: the training medoid; the default head (S2 cells, min 8 / max 60
+places, haversine smoothing, defaults of ``TrainConfig``) with its local-mean
+estimate; the same head on semantic cells; the S2 head refined by PIGEON's
+prototypes, by kNN over training images, or by the hybrid head's offset of
+its top cell (OSV-5M); kNN alone. Columns: median km,
+accuracy within 25/200/750/2500 km, GeoScore with a 95% bootstrap interval
+over places, and country accuracy of the point estimate (reverse-geocoded)
+and of the hierarchical argmax (``geospot.models.hierarchy``).
+
+    python benchmarks/bench_methods.py --encoder efficientnet-lite0
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table, require_shared_data  # noqa: E402
+
+from geospot.eval.admin import hierarchy_accuracy, point_admin_accuracy  # noqa: E402
+from geospot.eval.metrics import geoscore  # noqa: E402
+from geospot.geo.distance import geographic_medoid, haversine_km  # noqa: E402
+from geospot.models.fusion import fuse_embeddings, group_index  # noqa: E402
+
+COLLECTIONS = ["global", "croatia", "sample", "cities", "nigeria"]
+header = ["protocol", "method", "median km [95% CI]", "@25km", "@200km", "@750km", "@2500km",
+          "GeoScore [95% CI]", "country % (point)", "country / region % (hierarchy)"]
+CELLS = {"s2": {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60},
+         "semantic": {"scheme": "semantic", "min_per_cell": 8, "max_per_cell": 60}}
+
+
+def load_embeddings(path: str | None, encoder: str) -> dict:
+    candidate = Path(path) if path else Path("/work/emb") / f"{encoder}.npz"
+    if candidate.is_file():
+        d = np.load(candidate, allow_pickle=False)
+        ok = d["ok"] if "ok" in d.files else np.ones(len(d["lat"]), bool)
+        out = {k: d[k][ok] for k in ("emb", "lat", "lon", "collection", "location_id")}
+        print(f"embeddings: {candidate} ({ok.sum()} images)", file=sys.stderr)
+        return out
+    from geospot.data.manifest import read_manifest
+    from geospot.pipeline import embed_manifest
+
+    data = require_shared_data()
+    parts = {k: [] for k in ("emb", "lat", "lon", "collection", "location_id")}
+    for c in COLLECTIONS:
+        m = read_manifest(data / f"streetview-{c}" / "manifest.csv")
+        r = embed_manifest(m, encoder, progress=True)
+        ok = np.asarray(r.ok)
+        parts["emb"].append(np.asarray(r.embeddings, np.float32)[ok])
+        parts["lat"].append(np.asarray(m.lat)[ok])
+        parts["lon"].append(np.asarray(m.lon)[ok])
+        parts["collection"].append(np.array([c] * int(ok.sum())))
+        parts["location_id"].append(np.array([f"{c}/{g}" for g in np.asarray(m.groups)[ok]]))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _places(d: dict, rows: np.ndarray):
+    """Fused test places: normalised-mean embeddings, coordinates, collection."""
+    inverse, n = group_index(d["location_id"][rows])
+    x = d["emb"][rows] / np.linalg.norm(d["emb"][rows], axis=1, keepdims=True)
+    first = np.zeros(n, np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return fuse_embeddings(x, inverse, n), d["lat"][rows][first], d["lon"][rows][first], d["collection"][rows][first]
+
+
+def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bool = True) -> dict:
+    import torch
+
+    from geospot.models.hybrid import fit_hybrid, hybrid_estimate
+    from geospot.models.estimate import point_estimates
+    from geospot.models.head import normalize_embeddings
+    from geospot.models.hierarchy import cell_shares, hierarchy_argmax
+    from geospot.models.refine import Gallery, build_prototypes, knn_locate, knn_refine, refine
+    from geospot.pipeline import build_model_cells, location_table
+    from geospot.train.fit import TrainConfig, train_head
+
+    emb, lat, lon, groups = d["emb"][train], d["lat"][train], d["lon"][train], d["location_id"][train]
+    q, t_lat, t_lon, coll = _places(d, test)
+    out = {"_truth": (t_lat, t_lon, coll)}
+    p_lat, p_lon = location_table(lat, lon, groups)
+    m_lat, m_lon = geographic_medoid(p_lat, p_lon)
+    out["medoid (baseline)"] = (np.full(len(q), m_lat), np.full(len(q), m_lon), None)
+    gallery = Gallery(emb, lat, lon)
+    for name, params in CELLS.items():
+        cells = build_model_cells(lat, lon, groups, params)
+        head, _ = train_head(emb, lat, lon, cells, TrainConfig(seed=seed), groups=groups, progress=False)
+        with torch.no_grad():
+            probs = torch.softmax(head(normalize_embeddings(torch.from_numpy(q))), 1).numpy()
+        est = point_estimates(probs, cells.centroid_lat, cells.centroid_lon, top_k=5)
+        hier = hierarchy_argmax(probs, cell_shares(cells, p_lat, p_lon))
+        label = "head, s2 cells (default)" if name == "s2" else f"head, {name} cells"
+        out[label] = (est["local_lat"], est["local_lon"], hier)
+        if name != "s2":
+            continue
+        protos = build_prototypes(emb, lat, lon, cells, radius_km=25.0, groups=groups)
+        r_lat, r_lon, _ = refine(probs, q, protos, est["local_lat"], est["local_lon"])
+        out["s2 head + prototypes"] = (r_lat, r_lon, hier)
+        k_lat, k_lon, _ = knn_refine(probs, q, gallery, cells, est["local_lat"], est["local_lon"])
+        out["s2 head + kNN refine"] = (k_lat, k_lon, hier)
+        if hybrid:
+            offsets = fit_hybrid(emb, lat, lon, cells, seed=seed)
+            h_lat, h_lon = hybrid_estimate(offsets, q, est["top_idx"][:, 0], cells)
+            out["s2 head + hybrid offsets (top cell)"] = (h_lat, h_lon, hier)
+    k_lat, k_lon = knn_locate(q, gallery)
+    out["kNN (no head)"] = (k_lat, k_lon, None)
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, stat, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    stats = [stat(values[rng.integers(0, len(values), len(values))]) for _ in range(n)]
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def summarise(folds: list[dict], protocol: str) -> list[list]:
+    t_lat = np.concatenate([f["_truth"][0] for f in folds])
+    t_lon = np.concatenate([f["_truth"][1] for f in folds])
+    rows = []
+    for method in [m for m in folds[0] if m != "_truth"]:
+        lat = np.concatenate([f[method][0] for f in folds])
+        lon = np.concatenate([f[method][1] for f in folds])
+        d = haversine_km(lat, lon, t_lat, t_lon)
+        gs = geoscore(d)
+        lo, hi = bootstrap_ci(gs, np.mean)
+        m_lo, m_hi = bootstrap_ci(d, np.median)
+        country = point_admin_accuracy(lat, lon, t_lat, t_lon)["country_acc"]
+        hier = "-"
+        if folds[0][method][2] is not None:
+            c = np.concatenate([f[method][2][0] for f in folds])
+            r = np.concatenate([f[method][2][1] for f in folds])
+            h = hierarchy_accuracy(c, r, t_lat, t_lon)
+            hier = f"{100 * h['country_acc']:.1f} / {100 * h['region_acc']:.1f}"
+        rows.append([protocol, method, f"{np.median(d):.0f} [{m_lo:.0f}, {m_hi:.0f}]",
+                     *[f"{100 * (d <= t).mean():.1f}" for t in (25, 200, 750, 2500)],
+                     f"{gs.mean():.0f} [{lo:.0f}, {hi:.0f}]", f"{100 * country:.1f}", hier])
+    return rows
+
+
+def per_collection(folds: list[dict], methods: list[str]) -> list[list]:
+    rows = []
+    for f in folds:
+        t_lat, t_lon, coll = f["_truth"]
+        rows.append([coll[0], len(t_lat)] + [f"{geoscore(haversine_km(f[m][0], f[m][1], t_lat, t_lon)).mean():.0f}"
+                                             for m in methods])
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", default="efficientnet-lite0")
+    ap.add_argument("--emb", help="NPZ of exported embeddings (default /work/emb/<encoder>.npz if present)")
+    ap.add_argument("--protocols", nargs="+", default=["cross", "in"], choices=["cross", "in"])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-hybrid", action="store_true", help="skip the hybrid head (OSV-5M offsets)")
+    ap.add_argument("--only", type=int, nargs="+", help="run only these folds (1-based; cross: collections in "
+                    f"the order {', '.join(COLLECTIONS)}), e.g. one process per fold on a multi-core machine")
+    ap.add_argument("--save", metavar="DIR", help="write each fold's predictions to DIR/<protocol>-<k>.npz")
+    ap.add_argument("--load", metavar="DIR", help="summarise the folds saved in DIR instead of computing them")
+    args = ap.parse_args()
+    from geospot.data.splits import group_kfold
+
+    if args.load:
+        return summarise_saved(Path(args.load), args.protocols, args.encoder)
+    d = load_embeddings(args.emb, args.encoder)
+    for protocol in args.protocols:
+        t0 = time.perf_counter()
+        if protocol == "cross":
+            splits = [(np.flatnonzero(d["collection"] != c), np.flatnonzero(d["collection"] == c))
+                      for c in COLLECTIONS if (d["collection"] == c).any()]
+        else:
+            splits = group_kfold(d["location_id"], n_splits=args.folds, seed=args.seed)
+        folds = []
+        for k, (train, test) in enumerate(splits):
+            if args.only and k + 1 not in args.only:
+                continue
+            folds.append(run_fold(d, np.asarray(train), np.asarray(test), args.seed, not args.no_hybrid))
+            if args.save:
+                save_fold(folds[-1], Path(args.save) / f"{protocol}-{k + 1}.npz")
+            print(f"{protocol} fold {k + 1}/{len(splits)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        if args.only:
+            continue
+        report(folds, protocol, args.encoder)
+
+
+def save_fold(fold: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"_truth.lat": fold["_truth"][0], "_truth.lon": fold["_truth"][1], "_truth.coll": fold["_truth"][2]}
+    for i, (method, (lat, lon, hier)) in enumerate((m, v) for m, v in fold.items() if m != "_truth"):
+        arrays[f"{i}.lat"], arrays[f"{i}.lon"] = lat, lon
+        arrays[f"{i}.name"] = np.array(method)
+        if hier is not None:
+            arrays[f"{i}.country"] = np.asarray(hier[0]).astype(str)
+            arrays[f"{i}.region"] = np.asarray(hier[1]).astype(str)
+    np.savez(path, **arrays)
+
+
+def load_fold(path: Path) -> dict:
+    z = np.load(path, allow_pickle=False)
+    fold = {"_truth": (z["_truth.lat"], z["_truth.lon"], z["_truth.coll"])}
+    i = 0
+    while f"{i}.lat" in z.files:
+        hier = (z[f"{i}.country"].astype(object), z[f"{i}.region"].astype(object)) if f"{i}.country" in z.files \
+            else None
+        fold[str(z[f"{i}.name"])] = (z[f"{i}.lat"], z[f"{i}.lon"], hier)
+        i += 1
+    return fold
+
+
+def summarise_saved(directory: Path, protocols, encoder: str) -> None:
+    for protocol in protocols:
+        files = sorted(directory.glob(f"{protocol}-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+        if files:
+            print(f"{protocol}: {len(files)} folds from {directory}", file=sys.stderr)
+            report([load_fold(f) for f in files], protocol, encoder)
+
+
+def report(folds: list[dict], protocol: str, encoder: str) -> None:
+    # Each protocol's table as soon as it is done (a full run takes a while on a shared CPU).
+    print_table(header, summarise(folds, protocol),
+                title=f"{protocol}: methods vs the plain head ({encoder}; CIs by bootstrap over places)")
+    if protocol == "cross":
+        methods = [m for m in folds[0] if m != "_truth"]
+        print()
+        print_table(["held out", "places"] + methods, per_collection(folds, methods),
+                    title="Cross-collection GeoScore per held-out collection")
+    print(flush=True)
+
+if __name__ == "__main__":
+    main()

@@ -219,3 +219,10 @@ def reverse_geocode(lat, lon) -> list[Place]:
     for k, c, r, t, g in zip(ok.tolist(), code.tolist(), region, city, gaz.country_code[idx].tolist()):
         places[k] = Place(c, names[c], r, t, g)
     return places
+
+
+def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, _Gazetteer]:
+    """``(valid rows, nearest GeoNames place of each, gazetteer)``: the OSV-5M labels (country,
+    admin-1, city of the nearest town) that the hierarchy and the admin metrics use."""
+    ok, _, _, xyz, gaz = _valid(lat, lon)
+    return ok, _nearest_place(gaz, xyz), gaz

@@ -108,7 +108,7 @@ def test_eval_beats_medoid_and_writes_report(dataset, trained, tmp_path, capsys)
                  str(out_dir), "--quiet"]) == 0
     report = json.loads((out_dir / "report.json").read_text())
     methods = report["methods"]
-    model = methods["geospot (local top-k mean)"]
+    model = methods["geospot: local_mean"]
     medoid = methods["baseline: training medoid"]
     assert "baseline: random training location" in methods
     assert "baseline: article recipe (CE, top cell)" in methods
@@ -130,7 +130,7 @@ def test_cv_groups_and_summarises(dataset, tmp_path, capsys):
     assert len(report["folds"]) == 3
     total = sum(f["n_test_places"] for f in report["folds"])
     assert total == pd.read_csv(dataset)["location_id"].nunique()  # every place tested exactly once
-    cv = report["cv"]["geospot (local top-k mean)"]["median_km"]
+    cv = report["cv"]["geospot: local_mean"]["median_km"]
     assert cv["std"] >= 0 and np.isfinite(cv["mean"])
     assert (out_dir / "error_map.png").is_file() and (out_dir / "country_accuracy_map.png").is_file()
     assert "±" in capsys.readouterr().out
@@ -173,4 +173,4 @@ def test_finetuned_model_is_evaluated_with_its_own_encoder(dataset, trained, tmp
     top_lat = [p.top_cells[0]["lat"] for p in preds]
     top_lon = [p.top_cells[0]["lon"] for p in preds]
     expected = haversine_km(top_lat, top_lon, m.lat, m.lon).mean()
-    assert report["methods"]["geospot (top cell)"]["mean_km"] == pytest.approx(float(expected), abs=0.5)
+    assert report["methods"]["geospot: top_cell"]["mean_km"] == pytest.approx(float(expected), abs=0.5)

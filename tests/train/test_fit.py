@@ -162,7 +162,7 @@ def test_inv_sqrt_weighting_favours_rare_class():
     counts = np.array([60, 60, 60, 60, 60, 3])
     emb, lat, lon, y = make_data(counts, noise=1.5)
     cfg = dict(epochs=6, val_fraction=0.0)
-    plain, _ = train_head(emb, lat, lon, make_cells(), fast(**cfg), progress=False)
+    plain, _ = train_head(emb, lat, lon, make_cells(), fast(class_weighting="none", **cfg), progress=False)
     weighted, _ = train_head(emb, lat, lon, make_cells(), fast(class_weighting="inv_sqrt", **cfg), progress=False)
     rare_emb, _, _, _ = make_data([0, 0, 0, 0, 0, 50], seed=5, noise=1.5)
     rare = CELL_OF_CLASS[5]

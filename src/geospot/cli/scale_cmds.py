@@ -186,7 +186,7 @@ def _train(args, ctx) -> int:
 
 def _save(args, st, head, hist, cells, config, lat, lon, groups) -> None:
     from geospot.models.checkpoint import GeoModel
-    from geospot.pipeline import _medoid, location_table, save_model
+    from geospot.workflows.training import _medoid, location_table, save_model
 
     loc_lat, loc_lon = location_table(lat, lon, groups)
     metrics = {"train": {"images": int(len(lat)), "places": int(len(loc_lat)),

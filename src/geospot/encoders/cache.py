@@ -46,8 +46,15 @@ except ImportError:  # pragma: no cover - Windows: never compact
 def photo_key(path: str | os.PathLike) -> bytes | None:
     """16-byte identity of a file's current content (path, size, mtime_ns, inode); None if it cannot be stat'ed."""
     path = os.path.abspath(os.fspath(path))
+    target = path
+    if "#" in path and not os.path.exists(path):  # a photo inside a tar/zip shard: ARCHIVE#MEMBER
+        from geospot.data.archives import split_virtual
+
+        parts = split_virtual(path)
+        if parts is not None:
+            target = parts[0]  # the archive's identity stands for its members' (the path names the member)
     try:
-        st = os.stat(path)
+        st = os.stat(target)
     except (OSError, ValueError):
         return None
     # surrogateescape: names that are not valid UTF-8 (e.g. b"gps-\xe9.jpg") still get a stable key

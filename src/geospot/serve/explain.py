@@ -17,6 +17,10 @@ class CamMaker:
     def _load(self):
         from geospot.train.finetune import build_encoder, model_mask, model_preprocess
 
+        if not hasattr(self.model, "head"):  # the predictor's NumPy model: Grad-CAM needs the torch one
+            from geospot.workflows.training import load_model
+
+            self.model = load_model(self.model.root)
         encoder = build_encoder(self.model)
         encoder.eval()
         return encoder, model_preprocess(self.model, encoder), model_mask(self.model)

@@ -41,6 +41,8 @@ def _base_argv(path, parser) -> list[str]:
             argv += [f"{action.option_strings[-1]}={NOWHERE}/{action.dest}"]
     if path[-1] in ("streetview", "mapillary"):
         argv += [f"--points={NOWHERE}/points.csv"]  # one of --region/--points is needed
+    if path[-1] == "serve":
+        argv += [f"--model={NOWHERE}/model"]  # never start a server that waits for requests
     return argv
 
 

@@ -325,6 +325,10 @@ def _torch_free_runtime(name: str, precision: str):
 def _torch_runtime(model, backend: str, device: str, precision: str):
     from geospot.encoders import create_encoder
     from geospot.encoders.runtime import EncoderRuntime
+    from geospot.models.checkpoint import CONFIG_FILE, _check_encoder_name
+
+    if getattr(model, "root", None) is not None:  # an unknown encoder names the model's config.json
+        _check_encoder_name(model.root / CONFIG_FILE, model.config)
 
     encoder = create_encoder(model.encoder_name, pretrained=True)
     if model.encoder_state is not None:

@@ -7,18 +7,21 @@ import pytest
 from hostile_util import cli, error_lines
 
 
-def test_corrupt_cache_index_is_recomputed_with_a_line(dataset, tmp_path, capsys):
+def test_corrupt_cache_files_are_recomputed_not_trusted(dataset, tmp_path, capsys):
+    """The per-photo cache: damaged settings or segments never give wrong numbers or a traceback."""
     cache = tmp_path / "cache"
     argv = ["embed", dataset, "--encoder", "tiny", "--quiet", "--cache", cache, "--backend", "torch",
             "--device", "cpu"]
     assert cli(capsys, *argv).code == 0
-    (index,) = cache.rglob("index.json")
+    (settings,) = cache.rglob("settings.json")
     for garbage in (b"{not json", b"[" * 100_000, b"\xff\xfe", b'"a string"'):
-        index.write_bytes(garbage)
+        settings.write_bytes(garbage)
         r = cli(capsys, *argv)
-        assert r.code == 0 and "embedded 15 of 15" in r.out
-        assert "corrupt cache index" in r.err and str(index) in r.err
-        assert json.loads(index.read_text())["fingerprint"]
+        assert r.code == 0 and "embedded 15 of 15" in r.out and "Traceback" not in r.err
+    for seg in cache.rglob("seg-*.keys"):
+        seg.write_bytes(seg.read_bytes()[:-7])  # a torn write
+    r = cli(capsys, *argv)
+    assert r.code == 0 and "embedded 15 of 15" in r.out and "Traceback" not in r.err
 
 
 def test_cache_root_that_is_a_file_is_one_line(dataset, tmp_path, monkeypatch, capsys):
@@ -100,4 +103,4 @@ def test_encoders_download_offline_is_one_line(monkeypatch, tmp_path, capsys):
     r = cli(capsys, "encoders", "--download", "clip-vit-b32")
     assert r.code == 2
     lines = error_lines(r.err)
-    assert len(lines) == 1 and "download failed" in lines[0] and "huggingface" in lines[0]
+    assert len(lines) == 1 and ("download failed" in lines[0] or "cannot reach" in lines[0]) and "huggingface" in lines[0]

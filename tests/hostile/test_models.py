@@ -97,12 +97,12 @@ def test_eval_refuses_with_one_line(case, model_dir, dataset, tmp_path, capsys):
 
 def test_shapes_are_checked_before_anything_is_allocated(model_dir, tmp_path, monkeypatch):
     """config.json asks for a 10^9-unit hidden layer: the header check must refuse it before the head is built."""
-    from geospot.models import checkpoint
+    from geospot.models import head
     from geospot.models.checkpoint import CheckpointError, GeoModel
 
     built = []
-    real = checkpoint.GeoCellHead
-    monkeypatch.setattr(checkpoint, "GeoCellHead", lambda *a, **k: built.append(a) or real(*a, **k))
+    real = head.GeoCellHead  # GeoModel.load imports it from here when it builds the head
+    monkeypatch.setattr(head, "GeoCellHead", lambda *a, **k: built.append(a) or real(*a, **k))
     bad = _edit(model_dir, tmp_path, _config(lambda c: c["head"].update(hidden=10**9)))
     with pytest.raises(CheckpointError, match="does not match the head"):
         GeoModel.load(bad)

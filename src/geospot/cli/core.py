@@ -435,13 +435,13 @@ def cmd_eval(args) -> int:
     if args.gallery and args.model != "geoclip":
         raise SystemExit("error: --gallery applies to the geoclip model only")
     pretrained = pretrained_name(args.model)
+    model = None if pretrained else load_model(args.model)  # a broken model fails before any data is read
     m = read_manifest_or_exit(args.manifest, args.split)
-    try:
-        model = load_pretrained_model(pretrained, gallery=args.gallery) if pretrained else load_model(args.model)
-    except (FileNotFoundError, ValueError) as exc:
-        if not pretrained:
-            raise
-        raise SystemExit(f"error: {exc}")
+    if pretrained:  # checked after the manifest: it may embed a 100K gallery first
+        try:
+            model = load_pretrained_model(pretrained, gallery=args.gallery)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}")
     train = _train_rows(args) if args.train else None
     if pretrained and train is not None:  # no head to retrain: the training places feed the baselines only
         from geospot.workflows.training import location_table

@@ -106,8 +106,10 @@ class EmbeddingCache:
         if meta.is_file():
             try:
                 stored = json.loads(meta.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 stored = None  # damaged: rewritten below (the folder name already pins the settings)
+            if not isinstance(stored, dict):
+                stored = None
             if stored is not None and stored != settings:
                 raise RuntimeError(f"{meta}: cache belongs to other settings ({stored}); refusing to mix with {settings}")
             if stored is not None:

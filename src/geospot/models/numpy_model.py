@@ -148,11 +148,10 @@ def load_numpy_model(model_dir: str | Path | None = None) -> NumpyGeoModel:
     model = NumpyGeoModel(root, config, _load_head(root / HEAD_FILE, config["head"]), load_cells(root, config))
     places = root / TRAIN_PLACES_FILE
     if places.is_file():
-        from safetensors.numpy import load_file
+        from geospot.models.validate import load_train_places
 
-        try:
-            t = load_file(str(places))
-            model.train_coords = (t["lat"], t["lon"])
-        except Exception as exc:  # noqa: BLE001 - optional extra: name it, never crash on it
-            raise CheckpointError(f"{places}: corrupt or unreadable training places ({exc})") from exc
+        try:  # checked like GeoModel's: readable, finite, in range
+            model.train_coords = load_train_places(places)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(str(exc)) from None
     return model

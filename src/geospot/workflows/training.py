@@ -117,6 +117,8 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
     config = config or TrainConfig()
     groups = np.asarray(groups)
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    # the model's cells first: too few places fail here, in the user's terms, not inside a fold
+    final_cells = cells if cells is not None else build_model_cells(lat, lon, groups, cell_params)
     oof: list = []
     calibration = None
     if calibrate:
@@ -124,8 +126,12 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
         if folds:
             log(f"calibrating on out-of-fold predictions: {how}")
         for k, (tr, te) in enumerate(folds):
-            f_cells, f_head, f_support, _ = _head_and_support(
-                emb[tr], lat[tr], lon[tr], groups[tr], cells, cell_params, config, progress=False)
+            try:
+                f_cells, f_head, f_support, _ = _head_and_support(
+                    emb[tr], lat[tr], lon[tr], groups[tr], cells, cell_params, config, progress=False)
+            except ValueError as exc:  # e.g. a fold too small for 2 cells: calibrate on the others
+                log(f"calibration fold {k + 1}: skipped ({exc})")
+                continue
             probs = head_probs(f_head, emb[te], config.normalize)
             oof.append(FoldPredictions(probs, cell_prior(f_cells), f_support, lat[te], lon[te], f_cells))
         if oof:
@@ -140,7 +146,7 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
                 + ", ".join(f"{k} {v['50']:.2f}/{v['90']:.2f}" for k, v in calibration.radius_scale.items()))
         else:
             calibration = Calibration(fitted_on=how)
-    cells, head, support, history = _head_and_support(emb, lat, lon, groups, cells, cell_params, config,
+    cells, head, support, history = _head_and_support(emb, lat, lon, groups, final_cells, cell_params, config,
                                                       progress, val=val)
     return TrainedHead(cells, head, support, calibration, history, oof)
 

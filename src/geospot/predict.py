@@ -257,7 +257,7 @@ class Predictor:
         return reverse_geocode(lat, lon)
 
 
-def _decimals(radius_km: float) -> int:
+def decimals_for(radius_km: float) -> int:
     """Decimal places of degrees worth printing for an answer this uncertain (0.1° ~ 11 km)."""
     for limit, places in ((1.0, 4), (10.0, 3), (100.0, 2), (1000.0, 1)):
         if radius_km < limit:
@@ -265,21 +265,21 @@ def _decimals(radius_km: float) -> int:
     return 0
 
 
-def _where(result: Prediction) -> str:
-    """Name no finer a place than the answer can stand behind."""
-    r50 = result.radius_km.get("50", float("inf"))
-    if r50 < 25:
-        parts = (result.city, result.region, result.country)
-        lead = "near "
-    elif r50 < 250:
-        parts = (result.region, result.country)
-        lead = "in the region of "
+def place_phrase(radius50_km: float, city: str = "", region: str = "", country: str = "") -> str:
+    """Name no finer a place than an answer with this 50% radius can stand behind."""
+    if radius50_km < 25:
+        parts, lead = (city, region, country), "near "
+    elif radius50_km < 250:
+        parts, lead = (region, country), "in the region of "
     else:
-        parts = (result.country,)
-        lead = "most likely around " if r50 < 1500 else "a guess, around "
+        parts = (country,)
+        lead = "most likely around " if radius50_km < 1500 else "a guess, around "
     text = ", ".join(x for x in parts if x)
     return lead + text if text else "unknown place"
 
+
+def _where(result: Prediction) -> str:
+    return place_phrase(result.radius_km.get("50", float("inf")), result.city, result.region, result.country)
 
 
 def _check_against_encoder(model_dir, model, preprocess, encoder) -> None:
@@ -343,7 +343,7 @@ def format_prediction(result: Prediction | PredictionError) -> str:
     names = result.paths if len(result.paths) > 1 else [result.path]
     ns = "N" if result.lat >= 0 else "S"
     ew = "E" if result.lon >= 0 else "W"
-    dp = _decimals(result.radius_km.get("50", float("inf")))
+    dp = decimals_for(result.radius_km.get("50", float("inf")))
     lines = [" + ".join(names)]
     lines.append(f"  {abs(result.lat):.{dp}f}°{ns}, {abs(result.lon):.{dp}f}°{ew}  — {_where(result)}")
     lines.append(

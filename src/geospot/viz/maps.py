@@ -119,9 +119,13 @@ def _title(pred: dict | None, probs: np.ndarray, ids, truth) -> tuple[str, str]:
     top_text = f"top cell {ids[top]}: {100 * float(probs[top]):.1f}%"
     if pred is None:
         return "Cell probabilities", top_text
-    place = ", ".join(x for x in (pred.get("city"), pred.get("country")) if x)
-    head = format_latlon(pred["lat"], pred["lon"]) + (f"  near {place}" if place else "")
+    from geospot.predict import decimals_for, place_phrase
+
     r = pred.get("radius_km") or {}
+    r50 = float(r.get("50", float("inf")))
+    # no more precise than the answer: the terminal output's rule (geospot.predict)
+    head = (format_latlon(pred["lat"], pred["lon"], decimals_for(r50)) + "  "
+            + place_phrase(r50, pred.get("city", ""), pred.get("region", ""), pred.get("country", "")))
     parts = []
     if "50" in r and "90" in r:
         parts.append(f"50% within {r['50']:.0f} km, 90% within {r['90']:.0f} km")

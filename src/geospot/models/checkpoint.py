@@ -51,7 +51,22 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "default_model"
 
 
-class GeoModel:
+class AnswersMixin:
+    """What turns a model's probabilities into answers; both model classes carry `cells`,
+    `support` and `calibration` (see `geospot.models.answer`)."""
+
+    _answers = None
+
+    def answer_context(self):
+        """The model's `AnswerContext` (calibration, support, estimates), built once."""
+        if self._answers is None:
+            from geospot.models.answer import AnswerContext
+
+            self._answers = AnswerContext(self.cells, self.support, self.calibration)
+        return self._answers
+
+
+class GeoModel(AnswersMixin):
     """Encoder reference + preprocessing + geocell head + cells: everything needed to predict.
 
     The encoder itself is referenced by name (its pretrained weights ship with
@@ -98,14 +113,6 @@ class GeoModel:
         self.calibration = calibration  # geospot.models.calibration.Calibration or None
         self.estimate = estimate  # the default point estimate (None: the library default)
         self._answers = None
-
-    def answer_context(self):
-        """The model's `AnswerContext` (calibration, support, estimates), built once."""
-        if self._answers is None:
-            from geospot.models.answer import AnswerContext
-
-            self._answers = AnswerContext(self.cells, self.support, self.calibration)
-        return self._answers
 
     @property
     def num_cells(self) -> int:

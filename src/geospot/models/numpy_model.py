@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from geospot.models.checkpoint import (
+    AnswersMixin,
     CONFIG_FILE,
     ENCODER_FILE,
     HEAD_FILE,
@@ -41,7 +42,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-class NumpyGeoModel:
+class NumpyGeoModel(AnswersMixin):
     """Prediction-only view of a model directory (see `GeoModel` for the fields)."""
 
     def __init__(self, root: Path, config: dict, weights: dict[str, np.ndarray], cells) -> None:
@@ -63,15 +64,6 @@ class NumpyGeoModel:
         from geospot.models.checkpoint import _read_answer_parts
 
         self.support, self.calibration, self.estimate = _read_answer_parts(root, config, len(cells))
-        self._answers = None
-
-    def answer_context(self):
-        """The model's `AnswerContext` (calibration, support, estimates), built once."""
-        if self._answers is None:
-            from geospot.models.answer import AnswerContext
-
-            self._answers = AnswerContext(self.cells, self.support, self.calibration)
-        return self._answers
 
     @property
     def encoder_state(self):

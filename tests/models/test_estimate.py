@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from geospot.geo.distance import EARTH_RADIUS_KM, haversine_km
-from geospot.models.estimate import confidence_radius_km, point_estimates
+from geospot.models.estimate import point_estimates
 
 KM_PER_DEG = np.pi * EARTH_RADIUS_KM / 180.0
 
@@ -60,48 +60,6 @@ def test_point_estimate_input_errors():
         point_estimates(np.array([[1.0, 0.0], [np.nan, 1.0]]), [0.0, 1.0], [0.0, 1.0])
     with pytest.raises(ValueError, match="top_k"):
         point_estimates(np.array([[1.0, 0.0]]), [0.0, 1.0], [0.0, 1.0], top_k=0)
-
-
-def test_confidence_radius_exact_on_hand_made_case():
-    # Estimate at (0, 0); cells at 0, 1 and 5 degrees east along the equator.
-    cell_lat = np.zeros(3)
-    cell_lon = np.array([0.0, 1.0, 5.0])
-    probs = np.array([[0.3, 0.3, 0.4], [0.6, 0.1, 0.3]])
-    r = confidence_radius_km(probs, cell_lat, cell_lon, [0.0, 0.0], [0.0, 0.0], levels=(0.25, 0.5, 0.6, 0.9))
-    # Row 0: cumulative mass 0.3, 0.6, 1.0 at 0, 1, 5 degrees.
-    np.testing.assert_allclose(r[0], [0.0, KM_PER_DEG, KM_PER_DEG, 5 * KM_PER_DEG], rtol=1e-12)
-    # Row 1: 0.6, 0.7, 1.0 -> r50 = r60 = 0 (exactly reached), r90 = 5 degrees.
-    np.testing.assert_allclose(r[1], [0.0, 0.0, 0.0, 5 * KM_PER_DEG], rtol=1e-12, atol=1e-9)
-
-
-def test_confidence_radius_orders_cells_by_distance_not_index():
-    # The far cell comes first in index order; sorting by distance must not care.
-    probs = np.array([[0.45, 0.1, 0.45]])
-    r = confidence_radius_km(probs, [0.0, 0.0, 0.0], [10.0, 2.0, 0.0], [0.0], [0.0], levels=(0.5, 0.9))
-    np.testing.assert_allclose(r[0], [2 * KM_PER_DEG, 10 * KM_PER_DEG], rtol=1e-12)
-
-
-def test_confidence_radius_monotonic_and_bounded_random():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(50, 40)) * 3
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    cell_lat, cell_lon = rng.uniform(-60, 60, 40), rng.uniform(-180, 180, 40)
-    est = point_estimates(probs, cell_lat, cell_lon)
-    r = confidence_radius_km(probs, cell_lat, cell_lon, est["mean_lat"], est["mean_lon"], levels=(0.5, 0.9, 1.0))
-    assert r.shape == (50, 3)
-    assert np.all(r[:, 0] <= r[:, 1]) and np.all(r[:, 1] <= r[:, 2])
-    farthest = haversine_km(est["mean_lat"][:, None], est["mean_lon"][:, None], cell_lat, cell_lon).max(axis=1)
-    np.testing.assert_allclose(r[:, 2], farthest, rtol=1e-12)
-
-
-def test_confidence_radius_renormalises_and_validates():
-    # Unnormalised row: 1, 1, 2 behaves like 0.25, 0.25, 0.5.
-    r = confidence_radius_km(np.array([[1.0, 1.0, 2.0]]), np.zeros(3), [0.0, 1.0, 2.0], [0.0], [0.0], levels=(0.5,))
-    assert r[0, 0] == pytest.approx(KM_PER_DEG)
-    with pytest.raises(ValueError, match="levels"):
-        confidence_radius_km(np.ones((1, 2)), [0.0, 0.0], [0.0, 1.0], [0.0], [0.0], levels=(0.0,))
-    with pytest.raises(ValueError, match="estimates"):
-        confidence_radius_km(np.ones((2, 2)), [0.0, 0.0], [0.0, 1.0], [0.0], [0.0])
 
 
 def test_local_mean_ignores_rival_hypotheses_far_from_the_top_cell():

@@ -1,4 +1,4 @@
-"""From cell probabilities to coordinates: point estimates and confidence radii.
+"""From cell probabilities to coordinates: the centroid-based point estimates.
 
 Three point estimates per row: the centroid of the most probable cell; the
 probability-weighted spherical (3-D unit-vector) mean of the top-k centroids
@@ -8,18 +8,14 @@ is geospot's default: on a continental scale, the top cells are often rival
 hypotheses (Russia vs. Canada), and averaging rivals lands in the sea between
 them, while nearby cells refine one hypothesis. On cross-validated global Street
 View it beat both others on GeoScore and on accuracy within 200/750 km.
-Inputs may be NumPy or torch; outputs are NumPy.
+Inputs may be NumPy or torch; outputs are NumPy. Radii (continuous, from each cell's
+spread) live in `geospot.models.distribution`; the estimate registry in `geospot.models.answer`.
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 
 from geospot.geo.distance import haversine_km, spherical_mean
-
-# Rows of the [B, C] distance matrix handled at once in confidence_radius_km (memory bound).
-_RADIUS_CHUNK_ELEMENTS = 4_000_000
 
 # Top-k cells further than this from the top cell are treated as rival hypotheses.
 DEFAULT_LOCAL_KM = 1000.0
@@ -107,44 +103,3 @@ def point_estimates(
         "mean_lat": mean_lat,
         "mean_lon": mean_lon,
     }
-
-
-def confidence_radius_km(
-    probs, cell_lat, cell_lon, est_lat, est_lon, levels: Sequence[float] = (0.5, 0.9)
-) -> np.ndarray:
-    """Radii around each estimate holding the given probability mass: float64 ``[B, len(levels)]``.
-
-    Cells count at their centroids: sort cells by great-circle distance from the
-    estimate, accumulate their probabilities (rows renormalised to sum to 1), and
-    report the distance of the first cell at which the running mass reaches each
-    level. Larger levels never give smaller radii.
-    """
-    p, lat, lon = _check_inputs(probs, cell_lat, cell_lon, "confidence_radius_km")
-    e_lat = _to_numpy(est_lat).reshape(-1)
-    e_lon = _to_numpy(est_lon).reshape(-1)
-    if e_lat.shape[0] != p.shape[0] or e_lon.shape[0] != p.shape[0]:
-        raise ValueError(
-            f"confidence_radius_km: {p.shape[0]} rows of probs but {e_lat.shape[0]}/{e_lon.shape[0]} estimates"
-        )
-    lv = np.asarray(levels, dtype=np.float64).reshape(-1)
-    if lv.size == 0 or not np.all((lv > 0) & (lv <= 1)):
-        raise ValueError(f"confidence_radius_km: levels must be in (0, 1], got {list(levels)}")
-    n_rows, n_cells = p.shape
-    out = np.empty((n_rows, lv.size), dtype=np.float64)
-    if n_rows == 0:
-        return out
-    mass = p.sum(axis=1, keepdims=True)
-    p = np.where(mass > 0, p / np.where(mass > 0, mass, 1.0), 1.0 / n_cells)
-    # Float round-off can leave the full cumulative sum a hair under 1.0.
-    thresholds = lv - 1e-9
-    chunk = max(1, _RADIUS_CHUNK_ELEMENTS // n_cells)
-    for start in range(0, n_rows, chunk):
-        sl = slice(start, start + chunk)
-        d = haversine_km(e_lat[sl, None], e_lon[sl, None], lat[None, :], lon[None, :])
-        order = np.argsort(d, axis=1, kind="stable")
-        d_sorted = np.take_along_axis(d, order, axis=1)
-        cum = np.cumsum(np.take_along_axis(p[sl], order, axis=1), axis=1)
-        for j, t in enumerate(thresholds):
-            first = np.minimum((cum < t).sum(axis=1), n_cells - 1)
-            out[sl, j] = d_sorted[np.arange(d_sorted.shape[0]), first]
-    return out

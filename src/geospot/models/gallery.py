@@ -139,22 +139,11 @@ class GalleryPredictor:
 
     def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5, same_place: bool = False,
                 batch_size: int = 16) -> list[Prediction | PredictionError]:
-        """One result per photo, or one per place (`same_place`: embeddings averaged, as in PIGEON)."""
-        from geospot.pipeline import l2_normalize
+        """One result per photo, or one per place: `Predictor.predict`'s flow over this model's
+        `embed` and `predict_embeddings`."""
+        from geospot.predict import Predictor
 
-        paths = [str(p) for p in paths]
-        emb, outcomes = self.embed(paths, batch_size=batch_size)
-        good = [i for i, o in enumerate(outcomes) if o is None]
-        errors = [o for o in outcomes if o is not None]
-        if not good:
-            return list(errors)
-        emb = l2_normalize(emb[good])
-        if same_place:
-            preds = self.predict_embeddings(emb.mean(0, keepdims=True), [paths[good[0]]], top_k=top_k)
-            preds[0].paths = [paths[i] for i in good]
-            return preds + list(errors)
-        by_index = dict(zip(good, self.predict_embeddings(emb, [paths[i] for i in good], top_k=top_k)))
-        return [by_index.get(i, outcomes[i]) for i in range(len(paths))]
+        return Predictor.predict(self, paths, top_k=top_k, same_place=same_place, batch_size=batch_size)
 
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
         h = self.hypotheses(emb)

@@ -102,3 +102,50 @@ def test_registry_accepts_a_refiner():
         assert ans["lat"][0] == 0 and ans["lon"][0] == 0
     finally:
         ESTIMATES.pop("test_origin")
+
+
+def test_log_prob_cap_bends_monotonically_below_the_cap():
+    from geospot.models.calibration import cap_log_probs
+
+    x = np.linspace(-30.0, 0.0, 301)
+    y = cap_log_probs(x, -3.0)
+    assert np.all(np.diff(y) > 0)  # the order of cells never changes
+    assert np.all(y < -3.0)
+    assert np.allclose(y[x < -15], x[x < -15], atol=1e-5)  # far below: untouched
+    assert cap_log_probs(x, None) is x
+
+
+def test_cap_stops_a_temperature_from_inventing_certainty_beyond_the_validated_range():
+    # out of fold, heads were unsure (raw tops well under 0.3): a sharpening temperature was right there
+    rng = np.random.default_rng(0)
+    folds = []
+    for s in range(3):
+        f = _overconfident_fold(s)
+        c = f.probs.shape[1]
+        logits = rng.normal(0, 0.3, (len(f.true_lat), c))
+        truth = f.cells.assign(f.true_lat, f.true_lon, nearest=True)
+        logits[np.arange(len(truth)), truth] += 0.6
+        p = np.exp(logits)
+        f.probs = p / p.sum(1, keepdims=True)
+        folds.append(f)
+    cal = fit_calibration(folds)
+    assert cal.temperature < 1.0
+    assert cal.log_prob_cap == pytest.approx(max(np.log(f.probs).max() for f in folds))
+    assert np.exp(cal.log_prob_cap) < 0.3
+    # a photo unlike anything validated: raw top 0.6 against 0.3
+    c = folds[0].probs.shape[1]
+    odd = np.full((1, c), 0.1 / (c - 2))
+    odd[0, :2] = [0.6, 0.3]
+    capped = cal.apply(odd, folds[0].prior)[0]
+    uncapped = Calibration(cal.temperature, cal.prior_weight, cal.kernel_km).apply(odd, folds[0].prior)[0]
+    assert uncapped[0] > 0.95  # the temperature alone extrapolates to near certainty
+    assert capped[0] < 0.8 and capped[0] > capped[1] > capped[2]  # order kept, certainty not invented
+
+
+def test_log_prob_cap_round_trips_and_is_validated():
+    cal = Calibration(0.5, 0.1, 80.0, "x", {"local_mean": {"50": 1.0, "90": 1.2}}, log_prob_cap=-3.2)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert Calibration.from_dict({"temperature": 0.5}).log_prob_cap is None  # older models
+    for bad in (1.0, float("nan"), "a", True):
+        with pytest.raises(ValueError, match="log_prob_cap"):
+            Calibration(log_prob_cap=bad)

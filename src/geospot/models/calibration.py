@@ -9,7 +9,15 @@ that:
 - ``prior_weight`` lambda: ``(1 - lambda) * p_T + lambda * prior``, where ``prior`` is the
   training distribution over cells (what is known before looking at the photo);
 - ``kernel_km`` h: the width added to every support point (see
-  `geospot.models.distribution`), i.e. how far from the training places a photo may be.
+  `geospot.models.distribution`), i.e. how far from the training places a photo may be;
+- ``log_prob_cap`` c: the largest raw log-probability seen out of fold. After the
+  temperature, log-probabilities are bent smoothly under ``c / T``
+  (``c/T - softplus(c/T - log p / T)``: strictly increasing, so the order of cells
+  never changes; below the cap by a few units, untouched). Why: a temperature
+  fitted where every raw top probability lay between 0.01 and 0.04 (as
+  cross-collection heads give) turns a photo unlike anything validated, with a raw
+  top of 0.24, into a "99.5%" cell; cells beyond the validated range become about
+  equally likely instead, so the model claims no more than it was checked to deserve.
 
 Temperature and prior weight are fitted by the out-of-fold log loss of the true
 cell (a proper scoring rule: it rewards being right and being honest about
@@ -46,12 +54,17 @@ class Calibration:
     fitted_on: str = "none"  # e.g. "leave-one-collection-out (5 collections, 2960 places)"
     # {estimate: {"50": scale, "90": scale}}: radii of that estimate are multiplied by these
     radius_scale: dict = None
+    log_prob_cap: float | None = None  # None: no cap (models calibrated before it existed)
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("temperature", 1e-3, 1e3), ("prior_weight", 0.0, 1.0), ("kernel_km", 1e-3, 2e4)):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or not lo <= v <= hi:
                 raise ValueError(f"Calibration.{name} must be a number in [{lo}, {hi}], got {v!r}")
+        cap = self.log_prob_cap
+        if cap is not None and (not isinstance(cap, (int, float)) or isinstance(cap, bool)
+                                or not np.isfinite(cap) or not -700.0 <= cap <= 0.0):
+            raise ValueError(f"Calibration.log_prob_cap must be a log-probability in [-700, 0] or null, got {cap!r}")
         if not isinstance(self.fitted_on, str):
             raise ValueError("Calibration.fitted_on must be a string")
         scales = self.radius_scale or {}
@@ -71,7 +84,7 @@ class Calibration:
 
     def apply(self, probs, prior: np.ndarray | None = None) -> np.ndarray:
         """Calibrated probabilities ``[B, C]`` (float64, rows sum to 1)."""
-        return calibrate_probs(probs, self.temperature, self.prior_weight, prior)
+        return calibrate_probs(probs, self.temperature, self.prior_weight, prior, self.log_prob_cap)
 
     def to_dict(self) -> dict:
         return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
@@ -84,17 +97,29 @@ class Calibration:
             return cls()
         if not isinstance(d, dict):
             raise ValueError(f"calibration must be an object, got {type(d).__name__}")
-        unknown = set(d) - {"temperature", "prior_weight", "kernel_km", "fitted_on", "radius_scale"}
+        unknown = set(d) - {"temperature", "prior_weight", "kernel_km", "fitted_on", "radius_scale", "log_prob_cap"}
         if unknown:
             raise ValueError(f"calibration: unknown key(s) {sorted(unknown)}")
         return cls(**d)
 
 
-def calibrate_probs(probs, temperature: float = 1.0, prior_weight: float = 0.0, prior=None) -> np.ndarray:
+def cap_log_probs(logp: np.ndarray, cap: float | None) -> np.ndarray:
+    """``cap - softplus(cap - logp)``: about ``logp`` well below ``cap``, approaching ``cap``
+    (never reaching it) above; strictly increasing. ``cap=None`` returns ``logp``."""
+    if cap is None:
+        return logp
+    u = cap - logp
+    return cap - (np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u))))
+
+
+def calibrate_probs(probs, temperature: float = 1.0, prior_weight: float = 0.0, prior=None,
+                    log_prob_cap: float | None = None) -> np.ndarray:
     p = np.asarray(probs, np.float64)
     if p.ndim != 2:
         raise ValueError(f"probs must be [B, C], got shape {p.shape}")
     logp = np.log(np.maximum(p, _FLOOR)) / float(temperature)
+    if log_prob_cap is not None:
+        logp = cap_log_probs(logp, log_prob_cap / float(temperature))
     logp -= logp.max(axis=1, keepdims=True)
     q = np.exp(logp)
     q /= q.sum(axis=1, keepdims=True)
@@ -143,11 +168,13 @@ def fit_calibration(folds: Sequence[FoldPredictions], fitted_on: str = "out-of-f
     if not folds:
         raise ValueError("fit_calibration: no out-of-fold predictions")
     logp = [np.log(np.maximum(np.asarray(f.probs, np.float64), _FLOOR)) for f in folds]
+    # the validated range: the most confident raw probability any fold model gave out of fold
+    cap = float(min(0.0, max(float(lp.max()) for lp in logp)))
     priors = [np.asarray(f.prior, np.float64) for f in folds]
     truth = [_true_cells(f) for f in folds]
 
     def calibrated(lp, pr, t, lam):
-        z = lp / t
+        z = cap_log_probs(lp / t, cap / t)
         z -= z.max(axis=1, keepdims=True)
         q = np.exp(z)
         q /= q.sum(axis=1, keepdims=True)
@@ -171,7 +198,7 @@ def fit_calibration(folds: Sequence[FoldPredictions], fitted_on: str = "out-of-f
                                    _FLOOR)).mean() for q, f in zip(qs, folds))
         scores.append(ll)
     h = float(kernel_grid_km[int(np.argmax(scores))])
-    return Calibration(temperature=t, prior_weight=lam, kernel_km=h, fitted_on=fitted_on)
+    return Calibration(temperature=t, prior_weight=lam, kernel_km=h, fitted_on=fitted_on, log_prob_cap=cap)
 
 
 def _true_cells(f: FoldPredictions) -> np.ndarray:
@@ -202,8 +229,8 @@ def fit_radius_scales(folds: Sequence[FoldPredictions], cal: Calibration, estima
     for f in folds:
         n = len(f.true_lat)
         rows = np.sort(rng.choice(n, SCALE_SAMPLE, replace=False)) if n > SCALE_SAMPLE else np.arange(n)
-        ctx = AnswerContext(f.cells, f.support, Calibration(cal.temperature, cal.prior_weight, cal.kernel_km),
-                            prior=f.prior)
+        ctx = AnswerContext(f.cells, f.support, Calibration(cal.temperature, cal.prior_weight, cal.kernel_km,
+                                                            log_prob_cap=cal.log_prob_cap), prior=f.prior)
         for e in estimates:
             ans = ctx.answer(f.probs[rows], top_k=top_k, estimate=e, estimates=(e,), levels=levels, within_km=())
             err = haversine_km(ans["lat"], ans["lon"], f.true_lat[rows], f.true_lon[rows])

@@ -91,6 +91,7 @@ def bench(script: str, encoder: str, images: int, procs: list[int], unfreeze: in
                    "--finetune-json", json.dumps(cfg)]
             load = os.getloadavg()[0]
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            rows.append([encoder, res["images"], unfreeze, batch_size, world, f"{res['rows_per_s']:.1f}", f"{load:.1f}"])
+            rows.append([encoder, res["images"], unfreeze, batch_size, world, f"{res['rows_per_s']:.1f}",
+                         f"{load:.1f}"])
             print("  ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
     return rows

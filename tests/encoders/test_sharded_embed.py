@@ -147,8 +147,8 @@ def test_train_on_a_store_cli(shards, tmp_path, capsys):
                  "float32", "--cache", str(tmp_path / "c"), "--export", str(tmp_path / "e.parquet")]) == 0
     assert f"embedded 20 of 20 images (32-d, tiny) on 1 process(es) -> {store}, {tmp_path / 'e.parquet'}" in \
         capsys.readouterr().out
-    for extra, msg in ((["--unfreeze", "1", "--finetune-batch-size", "0"], "--finetune-batch-size must be >= 1"),
-                       (["--val", "x.csv"], "--val-fraction"),
+    for extra, msg in ((["--unfreeze", "1", "--finetune-batch-size", "0"], "--workers must be >= 1"),
+                       (["--val", str(tmp_path / "missing.csv")], "missing.csv"),
                        (["--split", "nope"], "has no usable rows"), (["--encoder", "efficientnet-lite2"], "holds tiny")):
         assert main(["train", str(store), "--out", str(tmp_path / "m"), "--quiet"] + extra) == 2
         assert msg in capsys.readouterr().err
@@ -161,6 +161,11 @@ def test_train_on_a_store_cli(shards, tmp_path, capsys):
     assert model.calibration is not None and model.calibration.fitted_on.startswith("group ")
     assert model.calibration.radius_scale and model.support is not None
     assert main(["eval", str(tmp_path / "m"), str(shards), "--quiet", "--cache", str(tmp_path / "c")]) == 0
+    # --val MANIFEST: embedded with the store's encoder into m.run/val_embeddings, early stopping on it
+    assert main(["train", str(store), "--out", str(tmp_path / "mv"), "--quiet", "--epochs", "3", "--min-per-cell",
+                 "1", "--val", str(shards), "--cache", str(tmp_path / "c"), "--no-calibrate"]) == 0
+    hist = load_model(tmp_path / "mv").metrics["train"]["history"]
+    assert hist["validation"] == "given" and hist["n_val"] == 20 and hist["n_train"] == 20
     # --unfreeze: the head, then the last block fine-tuned on the images in the tar shards
     assert main(["train", str(store), "--out", str(tmp_path / "ft"), "--quiet", "--epochs", "1", "--min-per-cell",
                  "1", "--unfreeze", "1", "--finetune-epochs", "1", "--finetune-batch-size", "8"]) == 0

@@ -33,6 +33,8 @@ def register(sub) -> None:
         g.add_argument("--finetune-batch-size", type=int, default=32, metavar="N",
                        help="--unfreeze with a store or under torchrun: the GLOBAL batch of fine-tuning, "
                             "split over the processes (default 32)")
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="image-decoding threads per process (embedding, and --unfreeze: default 2)")
         core_train = train.get_default("func")
         train.set_defaults(func=lambda args: cmd_train(args, core_train))
 
@@ -122,8 +124,6 @@ def cmd_train(args, core_train) -> int:
     if not (is_store(specs[0]) or _scaled(args)):
         return core_train(args)
     args.manifest = specs[0]
-    if args.val:
-        raise SystemExit("error: --val is not supported with a store or under torchrun; use --val-fraction")
     from geospot.train import dist
 
     ctx = dist.init(device=args.device)
@@ -141,8 +141,8 @@ def _train(args, ctx) -> int:
     from geospot.encoders.store import EmbeddingStore, is_store
     from geospot.train.stream import train_head_streaming
 
-    if args.finetune_batch_size < 1:
-        raise SystemExit("error: --finetune-batch-size must be >= 1")
+    if args.finetune_batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise SystemExit("error: --finetune-batch-size and --workers must be >= 1")
     run_dir = Path(args.out).with_name(Path(args.out).name + ".run")
     store_dir = Path(args.manifest)
     if not is_store(store_dir):
@@ -166,6 +166,7 @@ def _train(args, ctx) -> int:
         rows = rows[(st.index["split"].astype(str).to_numpy()[rows] == args.split)]
     if len(rows) == 0:
         raise SystemExit(f"error: {store_dir} has no usable rows")
+    val, val_manifest = _val_store(args, st, ctx, run_dir) if args.val else (None, None)
     lat, lon, groups = st.lat, st.lon, st.groups
     if args.cells:
         from geospot.geo.cells import CellTable
@@ -189,10 +190,10 @@ def _train(args, ctx) -> int:
                                              cell_params=None if args.cells else _cell_params(args),
                                              estimates=(args.estimate,) if args.estimate else None, ctx=ctx)
     head, hist = train_head_streaming(st.emb, lat, lon, cells, config, groups=groups, rows=rows, ctx=ctx,
-                                      state_dir=run_dir / "head_state", progress=not args.quiet)
+                                      state_dir=run_dir / "head_state", progress=not args.quiet, val=val)
     model = _model(args, st, head, hist, cells, config, calibration, lat[rows], lon[rows], groups[rows])
     if args.unfreeze:
-        model = _finetune(args, model, st, rows, ctx, run_dir, mask)
+        model = _finetune(args, model, st, rows, ctx, run_dir, mask, val_manifest)
     if ctx.is_main:
         from geospot.workflows.training import save_model
 
@@ -226,7 +227,31 @@ def _model(args, st, head, hist, cells, config, calibration, lat, lon, groups):
     return model
 
 
-def _finetune(args, model, st, rows, ctx, run_dir, mask):
+def _val_store(args, st, ctx, run_dir):
+    """`--val MANIFEST`: embedded (on every rank, merged by rank 0) with the store's encoder and mask
+    into `OUT.run/val_embeddings`; returns the streamed validation set and the manifest."""
+    import numpy as np
+
+    from geospot.data.masks import Mask
+    from geospot.encoders.store import EmbeddingStore
+    from geospot.train import dist
+
+    manifest = _read(args.val, None, ctx.is_main)
+    args.encoder = st.meta["encoder"]
+    mask = Mask.from_dict(st.meta["mask"]) if st.meta.get("mask") else None
+    out = run_dir / "val_embeddings"
+    _embed_to_store(args, manifest, ctx, out, None, mask)
+    dist.barrier()  # rank 0 finished the store
+    vs = EmbeddingStore.open(out)
+    if vs.meta.get("weights_id") != st.meta.get("weights_id"):
+        raise SystemExit(f"error: {args.val} was embedded with other encoder weights than {st.root}")
+    v_rows = np.flatnonzero(np.asarray(vs.ok))
+    if len(v_rows) == 0:
+        raise SystemExit(f"error: --val {args.val}: no image could be embedded")
+    return (vs.emb, vs.lat, vs.lon, v_rows), manifest
+
+
+def _finetune(args, model, st, rows, ctx, run_dir, mask, val_manifest=None):
     """`--unfreeze N` on the store's images (files or shards), DDP under torchrun."""
     from geospot.train.finetune import FinetuneConfig
     from geospot.train.finetune_dist import finetune_distributed
@@ -240,6 +265,6 @@ def _finetune(args, model, st, rows, ctx, run_dir, mask):
         print(f"fine-tuning the last {args.unfreeze} block(s) and the head on {len(df)} images, global batch "
               f"{ft.batch_size}, {ctx.world_size} process(es), BatchNorm statistics frozen", file=sys.stderr)
     coords = model.train_coords
-    out = finetune_distributed(model, df, ft, run_dir, ctx=ctx, progress=not args.quiet)
+    out = finetune_distributed(model, df, ft, run_dir, ctx=ctx, progress=not args.quiet, val_manifest=val_manifest)
     out.train_coords = coords
     return out

@@ -75,7 +75,8 @@ class EmbeddingStore:
         n = len(manifest)
         emb = np.lib.format.open_memmap(out / "embeddings.npy", mode="w+", dtype=dtype, shape=(n, int(dim)))
         ok = np.lib.format.open_memmap(out / "ok.npy", mode="w+", dtype=bool, shape=(n,))
-        cols = [c for c in ("path", "lat", "lon", "location_id", "split", "shard", "collection") if c in manifest.df.columns]
+        cols = [c for c in ("path", "lat", "lon", "location_id", "split", "shard", "collection")
+                if c in manifest.df.columns]
         index = manifest.df[cols].reset_index(drop=True)
         index.to_parquet(out / "index.parquet", index=False)
         meta = dict(meta, n=n, dim=int(dim), dtype=dtype)

@@ -17,7 +17,6 @@ in-memory path's (with dropout 0, where streamed heads equal in-memory heads).
 """
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np

@@ -171,7 +171,7 @@ def finetune_distributed(model, df, config: FinetuneConfig | dict | None = None,
     df = df.reset_index(drop=True)
     if len(df) == 0:
         raise ValueError("finetune: no training rows")
-    device, world, rank = ctx.device, ctx.world_size, ctx.rank
+    device, world = ctx.device, ctx.world_size
     run_dir = Path(run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

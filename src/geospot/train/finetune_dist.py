@@ -22,6 +22,8 @@ float tolerance for the same global batch and seed:
   choice;
 - dropout masks of the head and the stochastic-depth draws of EfficientNet blocks are
   drawn for the whole global batch from ``(seed, epoch, step)`` and sliced to the rank's rows.
+  (Kernels are not forced deterministic: CPU kernels are, and on GPUs cuDNN's choices only
+  move results within float tolerance, while forcing them refuses some backward kernels.)
 
 Rank 0 writes the checkpoints (``finetune-state.json`` + ``finetune-epochNNNN.safetensors``,
 never pickle) after every epoch; a rerun resumes from them on any number of ranks.
@@ -48,7 +50,6 @@ from geospot.train import dist
 from geospot.train.finetune import (STATE_FILE, FinetuneConfig, _fingerprint, _load_checkpoint, _restore,
                                     _result_model, _row_rng, _save_checkpoint, _trainable, _evaluate, augment,
                                     build_encoder, model_mask, model_preprocess, normalise_image, with_head)
-from geospot.train.fit import _deterministic
 from geospot.train.stream import _GlobalBatchDropout, _step_seed
 
 __all__ = ["finetune_distributed"]
@@ -236,24 +237,23 @@ def finetune_distributed(model, df, config: FinetuneConfig | dict | None = None,
         return normalise_image(augment(img, preprocess.size, _row_rng(config.seed, epoch, row), config), preprocess)
 
     try:
-        with _deterministic():
-            for epoch in range(start_epoch, config.epochs + 1):
-                record = _epoch(epoch, config, df, bad_rows, net, encoder, tail, head, optimizer, base_lrs, draws,
-                                load_train, labels, row_w, lat_all, lon_all, cell_lat, cell_lon, dummy, ctx,
-                                haversine_smoothing_targets)
-                if val_manifest is not None and ctx.is_main:
-                    val_df = val_manifest.df.reset_index(drop=True)
-                    metrics = _evaluate(work, encoder, val_df, preprocess, mask, config, device)
-                    record.update({f"val_{k}": v for k, v in metrics.items()})
-                history.append(record)
-                if ctx.is_main:
-                    _save_checkpoint(run_dir, epoch, encoder, head, optimizer, fingerprint, history, bad_rows)
-                    if progress:
-                        val_txt = f", val GeoScore {record['val_geoscore']:.0f}" if "val_geoscore" in record else ""
-                        print(f"finetune: epoch {epoch}/{config.epochs} loss {record['train_loss']:.4f}{val_txt} "
-                              f"({record['seconds']:.0f} s, {record['rows_per_s']:.1f} rows/s on {world} "
-                              f"process(es))", file=sys.stderr)
-                dist.barrier()
+        for epoch in range(start_epoch, config.epochs + 1):
+            record = _epoch(epoch, config, df, bad_rows, net, encoder, tail, head, optimizer, base_lrs, draws,
+                            load_train, labels, row_w, lat_all, lon_all, cell_lat, cell_lon, dummy, ctx,
+                            haversine_smoothing_targets)
+            if val_manifest is not None and ctx.is_main:
+                val_df = val_manifest.df.reset_index(drop=True)
+                metrics = _evaluate(work, encoder, val_df, preprocess, mask, config, device)
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+            history.append(record)
+            if ctx.is_main:
+                _save_checkpoint(run_dir, epoch, encoder, head, optimizer, fingerprint, history, bad_rows)
+                if progress:
+                    val_txt = f", val GeoScore {record['val_geoscore']:.0f}" if "val_geoscore" in record else ""
+                    print(f"finetune: epoch {epoch}/{config.epochs} loss {record['train_loss']:.4f}{val_txt} "
+                          f"({record['seconds']:.0f} s, {record['rows_per_s']:.1f} rows/s on {world} "
+                          f"process(es))", file=sys.stderr)
+            dist.barrier()
     finally:
         for block in blocks:
             block.row_uniform = None

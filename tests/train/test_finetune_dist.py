@@ -119,7 +119,10 @@ def test_two_gloo_processes_equal_one_and_resume_on_two(data, monkeypatch):
     monkeypatch.undo()
     assert json.loads((data / "run-resumed" / STATE_FILE).read_text())["epoch"] == 1
 
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(data)), nprocs=2, join=True)
+    # fork: the workers inherit this process's imports (a spawned interpreter spends ~15 s importing
+    # on a loaded 2-core machine); safe here, as torch ran single-threaded and no process group exists
+    torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), str(data)), nprocs=2, join=True,
+                                          start_method="fork")
 
     ref = _weights(single)
     for name in ("fresh", "resumed"):

@@ -16,6 +16,10 @@ haversine loss in a fresh process and reports:
 With `--procs 1 2` the smallest size is also trained with 2 processes
 (DistributedDataParallel over gloo on this CPU, `torch.multiprocessing.spawn`,
 the same global batch) to give rows/s for 1 vs 2 processes.
+
+`--finetune-encoder tiny|efficientnet-lite0` measures `--unfreeze` fine-tuning
+instead: generated photos in tar shards, one epoch on 1 and 2 processes (DDP, gloo),
+same global batch (`_finetune_bench.py`).
 """
 from __future__ import annotations
 
@@ -154,9 +158,27 @@ def main() -> None:
     p.add_argument("--workdir", help="where the synthetic .npy files go (default: a temporary folder)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    g = p.add_argument_group("fine-tuning (--unfreeze) instead of head training")
+    g.add_argument("--finetune-encoder", help="e.g. tiny or efficientnet-lite0")
+    g.add_argument("--finetune-images", type=int, default=256)
+    g.add_argument("--finetune-unfreeze", type=int, default=2)
+    g.add_argument("--finetune-batch-size", type=int, default=32, help="global batch")
+    p.add_argument("--finetune-json", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child and args.finetune_json:
+        from _finetune_bench import child as ft_child
+
+        return ft_child(args.child, args.world, json.loads(args.finetune_json), args.threads)
     if args.child:
         return child(args)
+    if args.finetune_encoder:
+        from _finetune_bench import bench
+
+        rows = bench(__file__, args.finetune_encoder, args.finetune_images, args.procs, args.finetune_unfreeze,
+                     args.finetune_batch_size, args.epochs, args.threads, args.workdir)
+        return print_table(["encoder", "images", "unfreeze", "global batch", "procs", "rows/s", "load avg"], rows,
+                           title=f"--unfreeze fine-tuning from tar shards, {args.epochs} epoch(s), DDP over gloo; "
+                                 f"{os.cpu_count()} cores; load average before each run")
     gb = 1024 ** 3
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

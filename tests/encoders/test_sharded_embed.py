@@ -128,6 +128,14 @@ def test_torchrun_embed_and_train_equal_one_process(shards, tmp_path):
     h1, h2 = load_file(str(tmp_path / "m1" / "head.safetensors")), load_file(str(tmp_path / "m2" / "head.safetensors"))
     for k in h1:
         np.testing.assert_allclose(h1[k], h2[k], atol=2e-5, rtol=1e-4)
+    # --unfreeze under torchrun: the fine-tuned encoder and head equal one process's
+    ft = train + ["--unfreeze", "1", "--finetune-epochs", "2", "--finetune-batch-size", "7"]
+    _geospot(["train", "s2", "--out", "f2"] + ft + common, 2, tmp_path)
+    assert main(["train", str(tmp_path / "s1"), "--out", str(tmp_path / "f1")] + ft + common) == 0
+    for name in ("head.safetensors", "encoder.safetensors"):
+        a, b = load_file(str(tmp_path / "f1" / name)), load_file(str(tmp_path / "f2" / name))
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], atol=2e-5, rtol=1e-4, err_msg=f"{name} {k}")
 
 
 def test_train_on_a_store_cli(shards, tmp_path, capsys):
@@ -139,11 +147,29 @@ def test_train_on_a_store_cli(shards, tmp_path, capsys):
                  "float32", "--cache", str(tmp_path / "c"), "--export", str(tmp_path / "e.parquet")]) == 0
     assert f"embedded 20 of 20 images (32-d, tiny) on 1 process(es) -> {store}, {tmp_path / 'e.parquet'}" in \
         capsys.readouterr().out
-    for extra, msg in ((["--unfreeze", "1"], "--unfreeze is not supported"), (["--val", "x.csv"], "--val-fraction"),
+    for extra, msg in ((["--unfreeze", "1", "--finetune-batch-size", "0"], "--workers must be >= 1"),
+                       (["--val", str(tmp_path / "missing.csv")], "missing.csv"),
                        (["--split", "nope"], "has no usable rows"), (["--encoder", "efficientnet-lite2"], "holds tiny")):
         assert main(["train", str(store), "--out", str(tmp_path / "m"), "--quiet"] + extra) == 2
         assert msg in capsys.readouterr().err
     assert main(["train", str(store), "--out", str(tmp_path / "m"), "--quiet", "--epochs", "2", "--split", "train",
                  "--min-per-cell", "1"]) == 0
     assert "saved model" in capsys.readouterr().out
+    from geospot.workflows.training import load_model
+
+    model = load_model(tmp_path / "m")  # calibrated out-of-fold as `geospot train MANIFEST`, with support points
+    assert model.calibration is not None and model.calibration.fitted_on.startswith("group ")
+    assert model.calibration.radius_scale and model.support is not None
     assert main(["eval", str(tmp_path / "m"), str(shards), "--quiet", "--cache", str(tmp_path / "c")]) == 0
+    # --val MANIFEST: embedded with the store's encoder into m.run/val_embeddings, early stopping on it
+    assert main(["train", str(store), "--out", str(tmp_path / "mv"), "--quiet", "--epochs", "3", "--min-per-cell",
+                 "1", "--val", str(shards), "--cache", str(tmp_path / "c"), "--no-calibrate"]) == 0
+    hist = load_model(tmp_path / "mv").metrics["train"]["history"]
+    assert hist["validation"] == "given" and hist["n_val"] == 20 and hist["n_train"] == 20
+    # --unfreeze: the head, then the last block fine-tuned on the images in the tar shards
+    assert main(["train", str(store), "--out", str(tmp_path / "ft"), "--quiet", "--epochs", "1", "--min-per-cell",
+                 "1", "--unfreeze", "1", "--finetune-epochs", "1", "--finetune-batch-size", "8"]) == 0
+    assert "fine-tuned 1 block(s)" in capsys.readouterr().out
+    ft = load_model(tmp_path / "ft")
+    assert ft.encoder_state and ft.metrics["finetune"]["world_size"] == 1
+    assert (tmp_path / "ft.run" / "finetune-state.json").is_file()

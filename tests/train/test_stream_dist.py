@@ -99,6 +99,30 @@ def test_streamed_equals_in_memory_training(tmp_path):
         np.testing.assert_allclose(hist["train_loss"], ref_hist["train_loss"], rtol=1e-6)
 
 
+def test_streamed_with_a_validation_set_of_its_own_equals_in_memory(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: more threads only add contention on a loaded machine
+    try:
+        _check_validation_set(tmp_path)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_validation_set(tmp_path):
+    _data(tmp_path)
+    emb, lat, lon, groups, cells = _load(tmp_path)
+    cfg = TrainConfig(epochs=4, dropout=0.0, patience=2, val_fraction=0.3)  # val_fraction unused with a set
+    v = np.arange(0, 60)
+    ref, ref_hist = train_head(np.asarray(emb[60:], np.float32), lat[60:], lon[60:], cells, cfg, groups=groups[60:],
+                               emb_val=np.asarray(emb[v], np.float32), lat_val=lat[v], lon_val=lon[v], progress=False)
+    got, hist = train_head_streaming(emb, lat, lon, cells, cfg, groups=groups, rows=np.arange(60, len(lat)),
+                                     val=(emb, lat, lon, v), progress=False)
+    _assert_same(ref.state_dict(), got.state_dict(), atol=1e-6)
+    assert hist["validation"] == ref_hist["validation"] == "given" and hist["n_val"] == 60
+    assert hist["n_train"] == len(lat) - 60 and hist["best_epoch"] == ref_hist["best_epoch"]
+    np.testing.assert_allclose(hist["val_geoscore"], ref_hist["val_geoscore"], rtol=1e-5)
+
+
 def test_two_gloo_processes_equal_one_and_resume_across_world_sizes(tmp_path, monkeypatch):
     _data(tmp_path)
     emb, lat, lon, groups, cells = _load(tmp_path)

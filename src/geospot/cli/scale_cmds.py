@@ -30,6 +30,11 @@ def register(sub) -> None:
     if train is not None:
         g = train.add_argument_group("scale: memory-mapped store, torchrun")
         _store_opts(g)
+        g.add_argument("--finetune-batch-size", type=int, default=32, metavar="N",
+                       help="--unfreeze with a store or under torchrun: the GLOBAL batch of fine-tuning, "
+                            "split over the processes (default 32)")
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="image-decoding threads per process (embedding, and --unfreeze: default 2)")
         core_train = train.get_default("func")
         train.set_defaults(func=lambda args: cmd_train(args, core_train))
 
@@ -119,11 +124,6 @@ def cmd_train(args, core_train) -> int:
     if not (is_store(specs[0]) or _scaled(args)):
         return core_train(args)
     args.manifest = specs[0]
-    if args.unfreeze:
-        raise SystemExit("error: --unfreeze is not supported with a store or under torchrun yet; "
-                         "fine-tune on one process (geospot train MANIFEST --unfreeze N)")
-    if args.val:
-        raise SystemExit("error: --val is not supported with a store or under torchrun; use --val-fraction")
     from geospot.train import dist
 
     ctx = dist.init(device=args.device)
@@ -141,6 +141,8 @@ def _train(args, ctx) -> int:
     from geospot.encoders.store import EmbeddingStore, is_store
     from geospot.train.stream import train_head_streaming
 
+    if args.finetune_batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise SystemExit("error: --finetune-batch-size and --workers must be >= 1")
     run_dir = Path(args.out).with_name(Path(args.out).name + ".run")
     store_dir = Path(args.manifest)
     if not is_store(store_dir):
@@ -164,6 +166,7 @@ def _train(args, ctx) -> int:
         rows = rows[(st.index["split"].astype(str).to_numpy()[rows] == args.split)]
     if len(rows) == 0:
         raise SystemExit(f"error: {store_dir} has no usable rows")
+    val, val_manifest = _val_store(args, st, ctx, run_dir) if args.val else (None, None)
     lat, lon, groups = st.lat, st.lon, st.groups
     if args.cells:
         from geospot.geo.cells import CellTable
@@ -177,24 +180,91 @@ def _train(args, ctx) -> int:
         print(f"training on {len(rows)} images, {len(cells)} cells, {ctx.world_size} process(es), "
               f"batches streamed from {store_dir}", file=sys.stderr)
     config = _train_config(args)
+    collections = st.index["collection"].astype(str).to_numpy() if "collection" in st.index.columns else None
+    calibration = None
+    if not args.no_calibrate and not args.unfreeze:  # fine-tuning changes the model: `finetune` drops it too
+        from geospot.train.calibrate_stream import calibrate_streaming
+
+        calibration, _ = calibrate_streaming(st.emb, lat, lon, groups, rows, config, collections=collections,
+                                             cells=cells if args.cells else None,
+                                             cell_params=None if args.cells else _cell_params(args),
+                                             estimates=(args.estimate,) if args.estimate else None, ctx=ctx)
     head, hist = train_head_streaming(st.emb, lat, lon, cells, config, groups=groups, rows=rows, ctx=ctx,
-                                      state_dir=run_dir / "head_state", progress=not args.quiet)
+                                      state_dir=run_dir / "head_state", progress=not args.quiet, val=val)
+    model = _model(args, st, head, hist, cells, config, calibration, lat[rows], lon[rows], groups[rows])
+    if args.unfreeze:
+        model = _finetune(args, model, st, rows, ctx, run_dir, mask, val_manifest)
     if ctx.is_main:
-        _save(args, st, head, hist, cells, config, lat[rows], lon[rows], groups[rows])
+        from geospot.workflows.training import save_model
+
+        save_model(model, args.out)
+        ft = (model.metrics or {}).get("finetune")
+        speed = (f"fine-tuned {args.unfreeze} block(s) at {ft['rows_per_s']:.1f} rows/s" if ft
+                 else f"{hist['rows_per_s']:.0f} rows/s")
+        cal = model.calibration
+        print(f"saved model -> {args.out} ({len(cells)} cells, encoder {st.meta['encoder']}, "
+              f"{ctx.world_size} process(es), {speed}"
+              + (f"; calibrated on {cal.fitted_on}: temperature {cal.temperature:.2f}, prior weight "
+                 f"{cal.prior_weight:.3f}, kernel {cal.kernel_km:.0f} km" if cal is not None else "") + ")")
     return 0
 
 
-def _save(args, st, head, hist, cells, config, lat, lon, groups) -> None:
+def _model(args, st, head, hist, cells, config, calibration, lat, lon, groups):
+    """The GeoModel of a streamed head (every rank builds it; rank 0 saves it)."""
     from geospot.models.checkpoint import GeoModel
-    from geospot.workflows.training import _medoid, location_table, save_model
+    from geospot.models.distribution import support_from_places
+    from geospot.workflows.training import _medoid, location_table
 
     loc_lat, loc_lon = location_table(lat, lon, groups)
-    metrics = {"train": {"images": int(len(lat)), "places": int(len(loc_lat)),
+    metrics = {"train": {"images": int(len(lat)), "places": int(len(loc_lat)), "cells": len(cells),
                          "history": {k: v for k, v in hist.items() if not isinstance(v, list)},
                          "medoid": list(_medoid(loc_lat, loc_lon))}}
     model = GeoModel(encoder_name=st.meta["encoder"], preprocess=st.meta["preprocess"], head=head, cells=cells,
-                     train_config=config.to_dict(), metrics=metrics, mask=st.meta.get("mask"))
+                     train_config=config.to_dict(), metrics=metrics, mask=st.meta.get("mask"),
+                     support=support_from_places(cells, loc_lat, loc_lon, seed=config.seed), calibration=calibration,
+                     estimate=args.estimate)
     model.train_coords = (loc_lat, loc_lon)
-    save_model(model, args.out)
-    print(f"saved model -> {args.out} ({len(cells)} cells, encoder {st.meta['encoder']}, "
-          f"{hist['world_size']} process(es), {hist['rows_per_s']:.0f} rows/s)")
+    return model
+
+
+def _val_store(args, st, ctx, run_dir):
+    """`--val MANIFEST`: embedded (on every rank, merged by rank 0) with the store's encoder and mask
+    into `OUT.run/val_embeddings`; returns the streamed validation set and the manifest."""
+    import numpy as np
+
+    from geospot.data.masks import Mask
+    from geospot.encoders.store import EmbeddingStore
+    from geospot.train import dist
+
+    manifest = _read(args.val, None, ctx.is_main)
+    args.encoder = st.meta["encoder"]
+    mask = Mask.from_dict(st.meta["mask"]) if st.meta.get("mask") else None
+    out = run_dir / "val_embeddings"
+    _embed_to_store(args, manifest, ctx, out, None, mask)
+    dist.barrier()  # rank 0 finished the store
+    vs = EmbeddingStore.open(out)
+    if vs.meta.get("weights_id") != st.meta.get("weights_id"):
+        raise SystemExit(f"error: {args.val} was embedded with other encoder weights than {st.root}")
+    v_rows = np.flatnonzero(np.asarray(vs.ok))
+    if len(v_rows) == 0:
+        raise SystemExit(f"error: --val {args.val}: no image could be embedded")
+    return (vs.emb, vs.lat, vs.lon, v_rows), manifest
+
+
+def _finetune(args, model, st, rows, ctx, run_dir, mask, val_manifest=None):
+    """`--unfreeze N` on the store's images (files or shards), DDP under torchrun."""
+    from geospot.train.finetune import FinetuneConfig
+    from geospot.train.finetune_dist import finetune_distributed
+
+    ft = FinetuneConfig(unfreeze=args.unfreeze, epochs=args.finetune_epochs, loss=args.loss, tau_km=args.tau_km,
+                        seed=args.seed, batch_size=args.finetune_batch_size,
+                        mask=mask.to_dict() if mask is not None and not mask.is_empty else None,
+                        workers=getattr(args, "workers", None) or 2)
+    df = st.index.iloc[rows][["path", "lat", "lon"]]
+    if ctx.is_main:
+        print(f"fine-tuning the last {args.unfreeze} block(s) and the head on {len(df)} images, global batch "
+              f"{ft.batch_size}, {ctx.world_size} process(es), BatchNorm statistics frozen", file=sys.stderr)
+    coords = model.train_coords
+    out = finetune_distributed(model, df, ft, run_dir, ctx=ctx, progress=not args.quiet, val_manifest=val_manifest)
+    out.train_coords = coords
+    return out

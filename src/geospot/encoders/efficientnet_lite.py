@@ -146,7 +146,11 @@ class MBConvBlock(nn.Module):
         if self.training and self.drop_rate > 0:
             # stochastic depth: drop the residual branch per sample, rescale the survivors
             keep = 1.0 - self.drop_rate
-            mask = torch.rand(y.shape[0], 1, 1, 1, dtype=y.dtype, device=y.device) < keep
+            draw = getattr(self, "row_uniform", None)  # set by distributed fine-tuning: draws per global batch
+            if draw is not None:
+                mask = (draw(y.shape[0]) < keep).to(y.device, y.dtype).view(-1, 1, 1, 1)
+            else:
+                mask = torch.rand(y.shape[0], 1, 1, 1, dtype=y.dtype, device=y.device) < keep
             y = y * mask / keep
         return y + x
 

@@ -7,7 +7,8 @@ A store is a folder:
   so 5M x 1280 float16 (12.8 GB) trains on a machine with less memory than that;
 - `ok.npy` — ``[N]`` bool, False where the image could not be embedded;
 - `index.parquet` — one row per embedding: `path`, `lat`, `lon`, `location_id`,
-  and `split`/`shard` when the manifest had them;
+  and `split`/`shard`/`collection` when the manifest had them (`collection`: calibration
+  holds out one collection at a time);
 - `errors.json` — `{row: "path: reason"}` of the failed rows;
 - `store.json` — encoder, weights id, preprocessing, mask, N, D, dtype; written
   last, so a folder without it is an unfinished store.
@@ -74,7 +75,8 @@ class EmbeddingStore:
         n = len(manifest)
         emb = np.lib.format.open_memmap(out / "embeddings.npy", mode="w+", dtype=dtype, shape=(n, int(dim)))
         ok = np.lib.format.open_memmap(out / "ok.npy", mode="w+", dtype=bool, shape=(n,))
-        cols = [c for c in ("path", "lat", "lon", "location_id", "split", "shard") if c in manifest.df.columns]
+        cols = [c for c in ("path", "lat", "lon", "location_id", "split", "shard", "collection")
+                if c in manifest.df.columns]
         index = manifest.df[cols].reset_index(drop=True)
         index.to_parquet(out / "index.parquet", index=False)
         meta = dict(meta, n=n, dim=int(dim), dtype=dtype)

@@ -85,6 +85,7 @@ def train_head_streaming(
     ctx: dist.Context | None = None,
     state_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    val: tuple | None = None,
 ) -> tuple[GeoCellHead, dict[str, Any]]:
     """Fit a `GeoCellHead` on rows of `emb` ``[N, D]`` (any array indexable by row arrays, e.g. a memmap).
 
@@ -94,6 +95,9 @@ def train_head_streaming(
     - `ctx`: from `dist.init()` (default: this process's context; one process without torchrun).
     - `state_dir`: rank 0 writes the full training state there after every epoch and a rerun
       (on any number of ranks) resumes from the last finished epoch.
+    - `val`: ``(emb_val, lat_val, lon_val[, rows_val])``, a validation set of its own (e.g. another
+      store's memory map; only rows `rows_val`, default all, are read, in chunks); then every
+      row trains and `config.val_fraction` is not used (as `train_head`'s ``emb_val``).
 
     Returns ``(head on the CPU in eval mode, history)`` with the keys of `train_head`'s history
     plus ``world_size``, ``rows_per_s`` and ``resumed_from_epoch``.
@@ -109,7 +113,17 @@ def train_head_streaming(
     lon_np = np.asarray(lon, dtype=np.float64)[rows]
     labels = np.asarray(cells.assign(lat_np, lon_np, nearest=True), dtype=np.int64)
     g = None if groups is None else np.asarray(groups, dtype=object)[rows]
-    train_pos, val_pos = holdout_split(len(rows), g, cfg.val_fraction, cfg.seed)
+    if val is not None:  # a validation set of its own: every row trains
+        v_emb, v_lat, v_lon = val[:3]
+        if int(v_emb.shape[1]) != dim:
+            raise ValueError(f"train_head_streaming: validation embeddings have {v_emb.shape[1]} dimensions, not {dim}")
+        v_rows = np.asarray(val[3], dtype=np.int64) if len(val) > 3 else np.arange(int(v_emb.shape[0]))
+        v_lat = np.asarray(v_lat, dtype=np.float64)[v_rows]
+        v_lon = np.asarray(v_lon, dtype=np.float64)[v_rows]
+        train_pos, val_pos = np.arange(len(rows)), np.arange(len(v_rows))
+    else:
+        train_pos, val_pos = holdout_split(len(rows), g, cfg.val_fraction, cfg.seed)
+        v_emb, v_lat, v_lon, v_rows = emb, lat_np[val_pos], lon_np[val_pos], rows[val_pos]
     weights = class_weights(labels[train_pos], len(cells), cfg.class_weighting)[labels]
     dev = ctx.device
     cell_lat = torch.as_tensor(np.asarray(cells.centroid_lat, dtype=np.float32), device=dev)
@@ -131,6 +145,8 @@ def train_head_streaming(
     best_state = None
     fingerprint = {"config": cfg.to_dict(), "rows": int(len(rows)), "dim": dim, "cells": cells.hash(),
                    "train_sha": _sha(train_pos), "val_sha": _sha(val_pos)}
+    if val is not None:  # a different validation set is a different run
+        fingerprint["val_set"] = _sha(np.round(np.c_[v_lat, v_lon] * 1e6).astype(np.int64).ravel())
     resumed = _load_state(state_dir, fingerprint, head, opt, gen, hist, track) if state_dir else None
     if resumed is not None:
         best_state = resumed
@@ -174,8 +190,8 @@ def train_head_streaming(
             hist["train_loss"].append(dist.all_reduce_sum([loss_sum], dev)[0] / len(train_pos))
             track["epoch"] = epoch
             if len(val_pos):
-                v = _validate(head, emb, rows[val_pos], lat_np[val_pos], lon_np[val_pos], cells, cell_lat,
-                              cell_lon, cfg, dev) if ctx.is_main else (0.0, 0.0, 0.0)
+                v = _validate(head, v_emb, v_rows, v_lat, v_lon, cells, cell_lat, cell_lon, cfg,
+                              dev) if ctx.is_main else (0.0, 0.0, 0.0)
                 v_loss, v_score, v_median = dist.broadcast_floats(list(v), device=dev)
                 hist["val_loss"].append(v_loss)
                 hist["val_geoscore"].append(v_score)
@@ -202,7 +218,8 @@ def train_head_streaming(
     total_rows = dist.all_reduce_sum([float(seen_rows)], dev)[0]
     hist.update(best_epoch=int(track["best_epoch"]), epochs_run=len(hist["train_loss"]),
                 stopped_early=len(hist["train_loss"]) < cfg.epochs, n_train=int(len(train_pos)),
-                n_val=int(len(val_pos)), validation=("held-out groups" if groups is not None else "held-out rows")
+                n_val=int(len(val_pos)), validation=("given" if val is not None else "held-out groups"
+                                                     if groups is not None else "held-out rows")
                 if len(val_pos) else "none", world_size=ctx.world_size,
                 rows_per_s=float(total_rows / t_train) if t_train > 0 else 0.0,
                 resumed_from_epoch=start_epoch,

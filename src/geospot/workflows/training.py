@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from geospot.data.manifest import Manifest
-from geospot.workflows.embedding import DEFAULT_ENCODER, embeddings_or_compute, l2_normalize, log
+from geospot.workflows.embedding import DEFAULT_ENCODER, embeddings_or_compute, log
 
 DEFAULT_CELLS: dict[str, Any] = {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60}
 TRAIN_PLACES_FILE = "train_places.safetensors"
@@ -94,10 +94,15 @@ def _head_and_support(emb, lat, lon, groups, cells, cell_params, config, progres
 
 
 def head_probs(head, emb, normalize: bool = True) -> np.ndarray:
-    """Raw cell probabilities of a head for embeddings (torch inside, NumPy out)."""
+    """Raw cell probabilities of a head for embeddings (torch inside, NumPy out), with the
+    normalisation the head was trained with and predicts with (`normalize_embeddings`, norm sqrt(D);
+    unit vectors would give flatter probabilities than the model's, and calibrate it wrongly)."""
     import torch
 
-    x = torch.from_numpy(l2_normalize(emb) if normalize else np.asarray(emb, np.float32))
+    from geospot.models.head import normalize_embeddings
+
+    x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    x = normalize_embeddings(x) if normalize else x
     head.eval()
     with torch.no_grad():
         return torch.softmax(head(x), dim=1).numpy().astype(np.float64)

@@ -82,3 +82,8 @@ def test_eval_uses_the_refiner_and_reports_admin_accuracy(dataset, model_dir, tm
 def test_bad_options_fail_with_one_line(dataset, tmp_path, capsys):
     assert main(["train", str(dataset), "--out", str(tmp_path / "x"), "--aux", "weather"] + TRAIN) == 2
     assert "unknown auxiliary target 'weather'" in capsys.readouterr().err
+    assert main(["train", str(dataset), "--out", str(tmp_path / "y"), "--refine", "knn", "--store",
+                 str(tmp_path / "store")] + TRAIN) == 2
+    assert "do not combine with --store" in capsys.readouterr().err
+    assert main(["train", str(dataset), "--out", str(tmp_path / "z"), "--hybrid", "--unfreeze", "1"] + TRAIN) == 2
+    assert "do not combine with --unfreeze" in capsys.readouterr().err

@@ -27,6 +27,19 @@ def register(sub) -> None:
     g.add_argument("--hybrid", action="store_true",
                    help="also train OSV-5M's hybrid head (per-cell offsets from the centroid); answers use the "
                         "top cell moved by its offset")
+    inner = train.get_default("func")
+    train.set_defaults(func=lambda args: _train(args, inner))
+
+
+def _train(args, inner) -> int:
+    used = [f"--{name}" for name in ("aux", "refine", "hybrid") if getattr(args, name, None)]
+    if used:
+        from geospot.train.dist import launched
+
+        if getattr(args, "store", None) or launched():
+            raise SystemExit(f"error: {', '.join(used)} train on one process from a manifest; they do not "
+                             "combine with --store or torchrun yet")
+    return inner(args)
 
 
 def train_method_options(args) -> dict:

@@ -335,6 +335,17 @@ def report(folds: list[dict], protocol: str, encoder: str) -> None:
     # Each protocol's table as soon as it is done (a full run takes a while on a shared CPU).
     print_table(header, summarise(folds, protocol),
                 title=f"{protocol}: methods vs the plain head ({encoder}; CIs by bootstrap over places)")
+    paired = [m for m in folds[0] if m.startswith("MLP head + aux")]
+    if paired and any(m.startswith("MLP head (") for m in folds[0]):
+        from geospot.eval.bootstrap import describe_paired, paired_geoscore
+
+        base = next(m for m in folds[0] if m.startswith("MLP head ("))
+        t_lat = np.concatenate([f["_truth"][0] for f in folds])
+        t_lon = np.concatenate([f["_truth"][1] for f in folds])
+        err = {m: haversine_km(np.concatenate([f[m][0] for f in folds]), np.concatenate([f[m][1] for f in folds]),
+                               t_lat, t_lon) for m in (base, paired[0])}
+        print(f"{protocol}: {paired[0]} " + describe_paired(base, paired_geoscore(err[paired[0]], err[base]))
+              + " (paired bootstrap over places)")
     aux = aux_table(folds, protocol)
     if aux:
         print()

@@ -12,14 +12,14 @@ import pytest
 from geospot.cli import main
 from geospot.testing import make_fixture_dataset
 
-TRAIN = ["--encoder", "tiny", "--epochs", "15", "--quiet", "--min-per-cell", "3", "--max-per-cell", "20",
+TRAIN = ["--encoder", "tiny", "--epochs", "6", "--quiet", "--min-per-cell", "3", "--max-per-cell", "20",
          "--no-calibrate"]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fixture")
-    path = make_fixture_dataset(root, n_locations=40, views=2, size=48, seed=1)
+    path = make_fixture_dataset(root, n_locations=30, views=2, size=32, seed=1)
     df = pd.read_csv(path)
     df["date"] = [f"2021-{1 + i % 12:02d}" for i in range(len(df))]  # a capture month for the month head
     df.to_csv(path, index=False)

@@ -18,12 +18,19 @@ Rows: the training medoid; the default head (S2 cells, min 8 / max 60
 places, haversine smoothing, defaults of ``TrainConfig``) with its local-mean
 estimate; the same head on semantic cells; the S2 head refined by PIGEON's
 prototypes, by kNN over training images, or by the hybrid head's offset of
-its top cell (OSV-5M); kNN alone. Columns: median km,
+its top cell (OSV-5M); kNN alone; and, for PIGEON's auxiliary heads, an MLP
+head (``--aux-hidden`` units, S2 cells) trained without and with auxiliary
+targets (country, driving side, Köppen climate, and capture month where the
+training rows have a date: the ``date`` column of the cities collection) at
+loss weight ``--aux-weight`` (a linear head is never changed by auxiliary
+heads: nothing shared trains; tests/models/test_aux.py). A second table gives
+each auxiliary head's own accuracy against the majority class. Columns: median km,
 accuracy within 25/200/750/2500 km, GeoScore with a 95% bootstrap interval
 over places, and country accuracy of the point estimate (reverse-geocoded)
 and of the hierarchical argmax (``geospot.models.hierarchy``).
 
     python benchmarks/bench_methods.py --encoder efficientnet-lite0
+    python benchmarks/bench_methods.py --rows aux       # only the rows of the auxiliary heads
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from geospot.models.fusion import fuse_embeddings, group_index  # noqa: E402
 COLLECTIONS = ["global", "croatia", "sample", "cities", "nigeria"]
 header = ["protocol", "method", "median km [95% CI]", "@25km", "@200km", "@750km", "@2500km",
           "GeoScore [95% CI]", "country % (point)", "country / region % (hierarchy)"]
+AUX_TARGETS = ("country", "driving_side", "climate", "month")
 CELLS = {"s2": {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60},
          "semantic": {"scheme": "semantic", "min_per_cell": 8, "max_per_cell": 60}}
 
@@ -55,6 +63,7 @@ def load_embeddings(path: str | None, encoder: str) -> dict:
         d = np.load(candidate, allow_pickle=False)
         ok = d["ok"] if "ok" in d.files else np.ones(len(d["lat"]), bool)
         out = {k: d[k][ok] for k in ("emb", "lat", "lon", "collection", "location_id")}
+        out["date"] = _dates(d["path"][ok]) if "path" in d.files else np.full(int(ok.sum()), "")
         print(f"embeddings: {candidate} ({ok.sum()} images)", file=sys.stderr)
         return out
     from geospot.data.manifest import read_manifest
@@ -71,7 +80,22 @@ def load_embeddings(path: str | None, encoder: str) -> dict:
         parts["lon"].append(np.asarray(m.lon)[ok])
         parts["collection"].append(np.array([c] * int(ok.sum())))
         parts["location_id"].append(np.array([f"{c}/{g}" for g in np.asarray(m.groups)[ok]]))
+        parts.setdefault("date", []).append(_dates(np.asarray(m.paths)[ok]))
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _dates(paths) -> np.ndarray:
+    """Capture date per image path from the shared manifests that have a ``date`` column (else "")."""
+    import pandas as pd
+
+    data = require_shared_data()
+    known = {}
+    for c in COLLECTIONS:
+        path = data / f"streetview-{c}" / "manifest.csv"
+        df = pd.read_csv(path, dtype=str)
+        if "date" in df.columns:
+            known.update(zip((str(path.parent / p) for p in df["path"]), df["date"].fillna("")))
+    return np.array([known.get(str(p), "") for p in paths], dtype=object).astype(str)
 
 
 def _places(d: dict, rows: np.ndarray):
@@ -80,10 +104,12 @@ def _places(d: dict, rows: np.ndarray):
     x = d["emb"][rows] / np.linalg.norm(d["emb"][rows], axis=1, keepdims=True)
     first = np.zeros(n, np.int64)
     first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-    return fuse_embeddings(x, inverse, n), d["lat"][rows][first], d["lon"][rows][first], d["collection"][rows][first]
+    return (fuse_embeddings(x, inverse, n), d["lat"][rows][first], d["lon"][rows][first],
+            d["collection"][rows][first], d["date"][rows][first])
 
 
-def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bool = True) -> dict:
+def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bool = True, rows: str = "all",
+             aux_hidden: int = 512, aux_weight: float = 0.2) -> dict:
     import torch
 
     from geospot.models.hybrid import fit_hybrid, hybrid_estimate
@@ -95,13 +121,15 @@ def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bo
     from geospot.train.fit import TrainConfig, train_head
 
     emb, lat, lon, groups = d["emb"][train], d["lat"][train], d["lon"][train], d["location_id"][train]
-    q, t_lat, t_lon, coll = _places(d, test)
+    q, t_lat, t_lon, coll, t_date = _places(d, test)
     out = {"_truth": (t_lat, t_lon, coll)}
     p_lat, p_lon = location_table(lat, lon, groups)
     m_lat, m_lon = geographic_medoid(p_lat, p_lon)
     out["medoid (baseline)"] = (np.full(len(q), m_lat), np.full(len(q), m_lon), None)
     gallery = Gallery(emb, lat, lon)
     for name, params in CELLS.items():
+        if rows == "aux" and name != "s2":
+            continue
         cells = build_model_cells(lat, lon, groups, params)
         head, _ = train_head(emb, lat, lon, cells, TrainConfig(seed=seed), groups=groups, progress=False)
         with torch.no_grad():
@@ -110,7 +138,9 @@ def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bo
         hier = hierarchy_argmax(probs, cell_shares(cells, p_lat, p_lon))
         label = "head, s2 cells (default)" if name == "s2" else f"head, {name} cells"
         out[label] = (est["local_lat"], est["local_lon"], hier)
-        if name != "s2":
+        if name == "s2" and rows in ("all", "aux") and aux_hidden:
+            _aux_rows(out, d, train, q, t_lat, t_lon, t_date, cells, p_lat, p_lon, seed, aux_hidden, aux_weight)
+        if name != "s2" or rows == "aux":
             continue
         protos = build_prototypes(emb, lat, lon, cells, radius_km=25.0, groups=groups)
         r_lat, r_lon, _ = refine(probs, q, protos, est["local_lat"], est["local_lon"])
@@ -121,9 +151,46 @@ def run_fold(d: dict, train: np.ndarray, test: np.ndarray, seed: int, hybrid: bo
             offsets = fit_hybrid(emb, lat, lon, cells, seed=seed)
             h_lat, h_lon = hybrid_estimate(offsets, q, est["top_idx"][:, 0], cells)
             out["s2 head + hybrid offsets (top cell)"] = (h_lat, h_lon, hier)
-    k_lat, k_lon = knn_locate(q, gallery)
-    out["kNN (no head)"] = (k_lat, k_lon, None)
+    if rows == "all":
+        k_lat, k_lon = knn_locate(q, gallery)
+        out["kNN (no head)"] = (k_lat, k_lon, None)
     return out
+
+
+def _aux_rows(out, d, train, q, t_lat, t_lon, t_date, cells, p_lat, p_lon, seed, hidden, weight):
+    """The MLP head without and with auxiliary heads; ``out["_aux"]``: each head's (predicted, true) classes."""
+    import torch
+
+    from geospot.models.aux import build_targets, target_values
+    from geospot.models.estimate import point_estimates
+    from geospot.models.head import normalize_embeddings
+    from geospot.models.hierarchy import cell_shares, hierarchy_argmax
+    from geospot.train.fit import TrainConfig, train_head_aux
+
+    emb, lat, lon, groups = d["emb"][train], d["lat"][train], d["lon"][train], d["location_id"][train]
+    shares = cell_shares(cells, p_lat, p_lon)
+    targets = []
+    for name in AUX_TARGETS:
+        try:
+            targets += build_targets({name: weight}, lat, lon, dates=d["date"][train])
+        except ValueError as exc:  # e.g. no dated training rows when the cities are held out
+            print(f"aux target {name} skipped in this fold: {exc}", file=sys.stderr)
+    cfg = TrainConfig(seed=seed, hidden=hidden)
+    for label, aux in ((f"MLP head ({hidden} hidden)", None), (f"MLP head + aux heads (w {weight:g})", targets)):
+        head, heads, _ = train_head_aux(emb, lat, lon, cells, cfg, aux=aux, groups=groups, progress=False)
+        with torch.no_grad():
+            feats = head.features(normalize_embeddings(torch.from_numpy(q)))
+            probs = torch.softmax(head.out(feats), 1).numpy()
+        est = point_estimates(probs, cells.centroid_lat, cells.centroid_lon, top_k=5)
+        out[label] = (est["local_lat"], est["local_lon"], hierarchy_argmax(probs, shares))
+        if heads is not None:
+            pred = heads.predict(feats.numpy())
+            out["_aux"] = {}
+            for t in targets:
+                truth = target_values(t.name, t_lat, t_lon, dates=t_date)
+                majority = max(t.classes, key=lambda c: int((t.labels == t.classes.index(c)).sum()))
+                out["_aux"][t.name] = (np.asarray(t.classes)[pred[t.name].argmax(1)], truth,
+                                       np.full(len(truth), majority))
 
 
 def bootstrap_ci(values: np.ndarray, stat, n: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -136,7 +203,7 @@ def summarise(folds: list[dict], protocol: str) -> list[list]:
     t_lat = np.concatenate([f["_truth"][0] for f in folds])
     t_lon = np.concatenate([f["_truth"][1] for f in folds])
     rows = []
-    for method in [m for m in folds[0] if m != "_truth"]:
+    for method in [m for m in folds[0] if not m.startswith("_")]:
         lat = np.concatenate([f[method][0] for f in folds])
         lon = np.concatenate([f[method][1] for f in folds])
         d = haversine_km(lat, lon, t_lat, t_lon)
@@ -153,6 +220,23 @@ def summarise(folds: list[dict], protocol: str) -> list[list]:
         rows.append([protocol, method, f"{np.median(d):.0f} [{m_lo:.0f}, {m_hi:.0f}]",
                      *[f"{100 * (d <= t).mean():.1f}" for t in (25, 200, 750, 2500)],
                      f"{gs.mean():.0f} [{lo:.0f}, {hi:.0f}]", f"{100 * country:.1f}", hier])
+    return rows
+
+
+def aux_table(folds: list[dict], protocol: str) -> list[list]:
+    rows = []
+    names = sorted({n for f in folds for n in f.get("_aux", {})})
+    for name in names:
+        parts = [f["_aux"][name] for f in folds if name in f.get("_aux", {})]
+        pred, truth, majority = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        known = truth != ""
+        hit = (pred[known] == truth[known]).astype(float)
+        if not hit.size:
+            continue
+        lo, hi = bootstrap_ci(hit, np.mean)
+        rows.append([protocol, name, f"{known.sum()} (in {len(parts)} folds)",
+                     f"{100 * hit.mean():.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                     f"{100 * (majority[known] == truth[known]).mean():.1f}"])
     return rows
 
 
@@ -173,6 +257,11 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-hybrid", action="store_true", help="skip the hybrid head (OSV-5M offsets)")
+    ap.add_argument("--rows", choices=["all", "aux"], default="all",
+                    help="aux: only the medoid, the default head and the auxiliary-head rows")
+    ap.add_argument("--aux-hidden", type=int, default=512, help="hidden units of the MLP head of the aux rows "
+                    "(0: no aux rows)")
+    ap.add_argument("--aux-weight", type=float, default=0.2, help="loss weight of every auxiliary head")
     ap.add_argument("--only", type=int, nargs="+", help="run only these folds (1-based; cross: collections in "
                     f"the order {', '.join(COLLECTIONS)}), e.g. one process per fold on a multi-core machine")
     ap.add_argument("--save", metavar="DIR", help="write each fold's predictions to DIR/<protocol>-<k>.npz")
@@ -194,7 +283,8 @@ def main() -> None:
         for k, (train, test) in enumerate(splits):
             if args.only and k + 1 not in args.only:
                 continue
-            folds.append(run_fold(d, np.asarray(train), np.asarray(test), args.seed, not args.no_hybrid))
+            folds.append(run_fold(d, np.asarray(train), np.asarray(test), args.seed, not args.no_hybrid, args.rows,
+                                  args.aux_hidden, args.aux_weight))
             if args.save:
                 save_fold(folds[-1], Path(args.save) / f"{protocol}-{k + 1}.npz")
             print(f"{protocol} fold {k + 1}/{len(splits)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
@@ -206,7 +296,10 @@ def main() -> None:
 def save_fold(fold: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"_truth.lat": fold["_truth"][0], "_truth.lon": fold["_truth"][1], "_truth.coll": fold["_truth"][2]}
-    for i, (method, (lat, lon, hier)) in enumerate((m, v) for m, v in fold.items() if m != "_truth"):
+    for name, (pred, truth, majority) in fold.get("_aux", {}).items():
+        arrays[f"_aux.{name}.pred"], arrays[f"_aux.{name}.true"] = pred.astype(str), truth.astype(str)
+        arrays[f"_aux.{name}.majority"] = majority.astype(str)
+    for i, (method, (lat, lon, hier)) in enumerate((m, v) for m, v in fold.items() if not m.startswith("_")):
         arrays[f"{i}.lat"], arrays[f"{i}.lon"] = lat, lon
         arrays[f"{i}.name"] = np.array(method)
         if hier is not None:
@@ -218,6 +311,9 @@ def save_fold(fold: dict, path: Path) -> None:
 def load_fold(path: Path) -> dict:
     z = np.load(path, allow_pickle=False)
     fold = {"_truth": (z["_truth.lat"], z["_truth.lon"], z["_truth.coll"])}
+    names = sorted({f.split(".")[1] for f in z.files if f.startswith("_aux.")})
+    if names:
+        fold["_aux"] = {n: (z[f"_aux.{n}.pred"], z[f"_aux.{n}.true"], z[f"_aux.{n}.majority"]) for n in names}
     i = 0
     while f"{i}.lat" in z.files:
         hier = (z[f"{i}.country"].astype(object), z[f"{i}.region"].astype(object)) if f"{i}.country" in z.files \
@@ -239,8 +335,24 @@ def report(folds: list[dict], protocol: str, encoder: str) -> None:
     # Each protocol's table as soon as it is done (a full run takes a while on a shared CPU).
     print_table(header, summarise(folds, protocol),
                 title=f"{protocol}: methods vs the plain head ({encoder}; CIs by bootstrap over places)")
+    paired = [m for m in folds[0] if m.startswith("MLP head + aux")]
+    if paired and any(m.startswith("MLP head (") for m in folds[0]):
+        from geospot.eval.bootstrap import describe_paired, paired_geoscore
+
+        base = next(m for m in folds[0] if m.startswith("MLP head ("))
+        t_lat = np.concatenate([f["_truth"][0] for f in folds])
+        t_lon = np.concatenate([f["_truth"][1] for f in folds])
+        err = {m: haversine_km(np.concatenate([f[m][0] for f in folds]), np.concatenate([f[m][1] for f in folds]),
+                               t_lat, t_lon) for m in (base, paired[0])}
+        print(f"{protocol}: {paired[0]} " + describe_paired(base, paired_geoscore(err[paired[0]], err[base]))
+              + " (paired bootstrap over places)")
+    aux = aux_table(folds, protocol)
+    if aux:
+        print()
+        print_table(["protocol", "aux head", "test places with a label", "accuracy % [95% CI]",
+                     "majority class %"], aux, title="Auxiliary heads' own accuracy (argmax vs the truth's label)")
     if protocol == "cross":
-        methods = [m for m in folds[0] if m != "_truth"]
+        methods = [m for m in folds[0] if not m.startswith("_")]
         print()
         print_table(["held out", "places"] + methods, per_collection(folds, methods),
                     title="Cross-collection GeoScore per held-out collection")

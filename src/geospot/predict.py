@@ -40,6 +40,7 @@ class Prediction:
     within_km: dict[str, float] = field(default_factory=dict)
     countries: list[dict] = field(default_factory=list)  # [{code, name, prob}], most probable first
     regions: list[dict] = field(default_factory=list)  # [{code, name, country_code, prob}]
+    aux: dict[str, dict[str, float]] = field(default_factory=dict)  # auxiliary heads: {name: {class: prob}}
     # Every cell's probability ([C], the model's cell order) for maps; not part of the JSON.
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -63,6 +64,7 @@ class Prediction:
             "estimates": {
                 name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
             },
+            **({"aux": self.aux} if self.aux else {}),
         }
 
 
@@ -208,9 +210,19 @@ class Predictor:
         """Cell probabilities -> `Prediction`s (no I/O; used by `predict`)."""
         from geospot.models.hierarchy import hierarchy_probs
 
+        from geospot.models.aux import aux_summary
+        from geospot.models.methods import refined_points
+
         cells = self.model.cells
         ans = self.model.answer_context().answer(self.model.predict_proba(emb), top_k=max(1, top_k),
                                                  estimate=self.estimate)
+        # the model's hybrid head / refiner (trained with --hybrid / --refine) move the answer
+        r_lat, r_lon, refined = refined_points(self.model, emb, ans["probs"], ans["lat"], ans["lon"])
+        if refined:
+            ans["estimates"][refined] = (r_lat, r_lon)
+            ans["lat"], ans["lon"] = r_lat, r_lon
+        aux_model = getattr(self.model, "aux", None)
+        aux_probs = self.model.predict_aux(emb) if aux_model is not None else {}
         places = self._geocode(ans["lat"], ans["lon"])
         shares = getattr(self.model, "cell_shares", None)
         hier = hierarchy_probs(ans["probs"], shares) if shares is not None else ([[]] * len(names), [[]] * len(names))
@@ -242,7 +254,8 @@ class Predictor:
                     countries=hier[0][b],
                     regions=hier[1][b],
                     estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
-                    estimate=self.estimate,
+                    estimate=f"{self.estimate}+{refined}" if refined else self.estimate,
+                    aux=aux_summary(aux_probs, aux_model.specs, b) if aux_model is not None else {},
                     within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
                     probs=ans["probs"][b],
                 )

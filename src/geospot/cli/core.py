@@ -304,6 +304,7 @@ def _train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from geospot.cli.methods_cmds import train_method_options
     from geospot.pipeline import fit, save_model
 
     m = read_manifests_or_exit(args.manifest, args.split)
@@ -315,9 +316,10 @@ def cmd_train(args) -> int:
         cells = CellTable.load(args.cells)
     mask = _mask(args.mask)
     config = _train_config(args)
+    methods = train_method_options(args)
     model = fit(m, encoder=args.encoder, cells=cells, cell_params=_cell_params(args), config=config, mask=mask,
                 val_manifest=val, calibrate=not args.no_calibrate, estimate=args.estimate, cache_dir=args.cache,
-                backend=args.backend, device=args.device, progress=not args.quiet)
+                backend=args.backend, device=args.device, progress=not args.quiet, **methods)
     if args.unfreeze > 0:
         from geospot.train.finetune import FinetuneConfig, finetune
 
@@ -459,6 +461,10 @@ def cmd_eval(args) -> int:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     print(format_table(report))
+    from geospot.cli.methods_cmds import admin_lines
+
+    for line in admin_lines(report):
+        print(line)
     for c in (report.get("comparisons") or {}).values():
         print(c["text"])
     cal = report.get("calibration") or {}

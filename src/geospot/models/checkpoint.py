@@ -9,6 +9,8 @@ Layout of a model directory::
     cells.safetensors
     support.safetensors  where each cell's probability lies (clusters of its training
                          places); absent in older models: cells' centroids + areas
+    aux.safetensors      optional auxiliary heads (geospot.models.aux)
+    prototypes.*, hybrid.*  optional refiner / hybrid head (geospot.models.methods)
     encoder.safetensors  only for a fine-tuned encoder
 
 `GeoModel.load` validates everything it reads and raises `CheckpointError`
@@ -53,9 +55,28 @@ def default_model_dir() -> Path:
 
 class AnswersMixin:
     """What turns a model's probabilities into answers; both model classes carry `cells`,
-    `support` and `calibration` (see `geospot.models.answer`)."""
+    `support` and `calibration` (see `geospot.models.answer`), and optionally auxiliary
+    heads (`aux`), a refiner (`refiner`, `refine_method`) and a hybrid head (`hybrid`)."""
 
     _answers = None
+    aux = None  # geospot.models.aux.AuxHeadsNumpy
+    refiner = None  # geospot.models.refine.Prototypes (prototypes, or one row per image for kNN)
+    refine_method = None  # "prototypes" | "knn"
+    hybrid = None  # geospot.models.methods.HybridNumpy
+
+    def predict_aux(self, emb) -> dict:
+        """Auxiliary heads' probabilities ``{name: [B, K]}`` (empty without auxiliary heads)."""
+        if self.aux is None:
+            return {}
+        return self.aux.predict(np.asarray(self.features(emb), np.float32))
+
+    def _read_extras(self, root: Path, config: dict) -> None:
+        from geospot.models.aux import read_aux
+        from geospot.models.methods import read_methods
+
+        head = config["head"]
+        self.aux = read_aux(root, config, head["hidden"] or head["embed_dim"])
+        self.refine_method, self.refiner, self.hybrid = read_methods(root, config, self.cells)
 
     def answer_context(self):
         """The model's `AnswerContext` (calibration, support, estimates), built once."""
@@ -128,6 +149,17 @@ class GeoModel(AnswersMixin):
 
         return self.head(normalize_embeddings(emb) if self.normalize else emb)
 
+    def features(self, emb) -> np.ndarray:
+        """What the output layer reads (normalised embedding or hidden layer), NumPy, for auxiliary heads."""
+        import torch
+
+        from geospot.models.head import normalize_embeddings
+
+        t = torch.from_numpy(np.asarray(emb, np.float32))
+        self.head.eval()
+        with torch.no_grad():
+            return self.head.features(normalize_embeddings(t) if self.normalize else t).numpy()
+
     def predict_proba(self, emb) -> np.ndarray:
         """Cell probabilities ``[B, C]`` (float32 NumPy) for embeddings ``[B, D]`` (NumPy or torch)."""
         import torch
@@ -150,7 +182,16 @@ class GeoModel(AnswersMixin):
         """The ``config.json`` content (without the creation timestamp)."""
         from geospot import __version__
 
-        return {
+        extras = {}
+        if self.aux is not None:
+            extras["aux"] = self.aux.config()
+        if self.refiner is not None:
+            extras["refine"] = {"method": self.refine_method or "prototypes", "file": self.refiner.TENSORS}
+        if self.hybrid is not None:
+            from geospot.models.methods import HYBRID_FILE
+
+            extras["hybrid"] = HYBRID_FILE
+        return extras | {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "geospot_version": __version__,
@@ -200,6 +241,11 @@ class GeoModel(AnswersMixin):
                 from safetensors.numpy import save_file as save_numpy
 
                 save_numpy(self.support.to_arrays(), str(tmp / SUPPORT_FILE))
+            if self.aux is not None:
+                self.aux.save(tmp)
+            from geospot.models.methods import save_methods
+
+            save_methods(self, tmp)
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -236,7 +282,7 @@ class GeoModel(AnswersMixin):
                 raise CheckpointError(str(exc)) from None
         elif weights != "pretrained":
             raise CheckpointError(f"{root / CONFIG_FILE}: encoder.weights must be 'pretrained' or '{ENCODER_FILE}', got {weights!r}")
-        return cls(
+        model = cls(
             encoder_name=config["encoder"]["name"],
             preprocess=config["encoder"].get("preprocess") or {},
             head=head,
@@ -250,6 +296,8 @@ class GeoModel(AnswersMixin):
             calibration=calibration,
             estimate=estimate,
         )
+        model._read_extras(root, config)
+        return model
 
     def __repr__(self) -> str:
         return (f"GeoModel(encoder={self.encoder_name!r}, embed_dim={self.embed_dim}, cells={self.num_cells} "

@@ -52,12 +52,20 @@ class GeoCellHead(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_cells]`` for embeddings ``[B, embed_dim]``."""
+        return self.out(self.features(emb))
+
+    def features(self, emb: torch.Tensor) -> torch.Tensor:
+        """What the output layer (and any auxiliary head) reads: the embedding, or the hidden layer."""
         if emb.ndim != 2 or emb.shape[1] != self.embed_dim:
             raise ValueError(f"GeoCellHead: expected embeddings of shape [B, {self.embed_dim}], got {list(emb.shape)}")
         x = self.drop(emb)
         if self.hidden_layer is not None:
             x = self.drop(self.act(self.hidden_layer(x)))
-        return self.out(x)
+        return x
+
+    @property
+    def feature_dim(self) -> int:
+        return self.hidden or self.embed_dim
 
     def config(self) -> dict:
         """The constructor arguments, as stored in a checkpoint's ``config.json``."""
@@ -65,3 +73,28 @@ class GeoCellHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_cells={self.num_cells}, hidden={self.hidden}, dropout={self.dropout}"
+
+
+class AuxHeads(nn.Module):
+    """Linear auxiliary classifiers on a `GeoCellHead`'s features (see `geospot.models.aux`).
+
+    Zero-initialised: creating them draws no random numbers, so adding heads
+    never changes the geocell head's initialisation or dropout masks.
+    """
+
+    def __init__(self, feature_dim: int, sizes: dict[str, int]) -> None:
+        super().__init__()
+        # skip_init: nn.Linear's default initialisation would draw from the global generator
+        self.heads = nn.ModuleDict({name: torch.nn.utils.skip_init(nn.Linear, feature_dim, k)
+                                    for name, k in sizes.items()})
+        for layer in self.heads.values():
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: layer(features) for name, layer in self.heads.items()}
+
+    def arrays(self) -> dict:
+        """``{"<name>.weight": [K, F], "<name>.bias": [K]}`` as float32 NumPy (the stored layout)."""
+        return {f"{name}.{k}": v.detach().cpu().float().numpy().copy()
+                for name, layer in self.heads.items() for k, v in layer.state_dict().items()}

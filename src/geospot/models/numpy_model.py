@@ -64,6 +64,7 @@ class NumpyGeoModel(AnswersMixin):
         from geospot.models.checkpoint import _read_answer_parts
 
         self.support, self.calibration, self.estimate = _read_answer_parts(root, config, len(cells))
+        self._read_extras(root, config)
 
     @property
     def encoder_state(self):
@@ -74,14 +75,18 @@ class NumpyGeoModel(AnswersMixin):
 
         return _read_safetensors(self.root / ENCODER_FILE, "fine-tuned encoder weights")
 
-    def logits(self, emb: np.ndarray) -> np.ndarray:
+    def features(self, emb: np.ndarray) -> np.ndarray:
+        """What the output layer (and any auxiliary head) reads: normalised embedding, or the hidden layer."""
         x = np.asarray(emb, dtype=np.float32)
         if self.normalize:  # geospot.models.head.normalize_embeddings: rows to norm sqrt(D)
             norm = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
             x = x * (np.float32(np.sqrt(x.shape[1])) / norm)
         if self.hidden:
             x = gelu(x @ self._w["hidden_layer.weight"].T + self._w["hidden_layer.bias"])
-        return x @ self._w["out.weight"].T + self._w["out.bias"]
+        return x
+
+    def logits(self, emb: np.ndarray) -> np.ndarray:
+        return self.features(emb) @ self._w["out.weight"].T + self._w["out.bias"]
 
     def predict_proba(self, emb) -> np.ndarray:
         """Cell probabilities [B, C] float32 for embeddings [B, D]."""

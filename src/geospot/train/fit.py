@@ -69,7 +69,8 @@ def train_head(
     lon_val=None,
     progress: bool = True,
 ) -> tuple[GeoCellHead, dict[str, Any]]:
-    """Fit a `GeoCellHead` mapping embeddings ``[N, D]`` to the cells of ``cells``.
+    """Fit a `GeoCellHead` mapping embeddings ``[N, D]`` to the cells of ``cells``
+    (`train_head_aux` without auxiliary targets).
 
     Labels are ``cells.assign(lat, lon, nearest=True)``. Validation: the given
     ``emb_val/lat_val/lon_val``; else a seeded hold-out of ``val_fraction`` of the
@@ -82,6 +83,22 @@ def train_head(
     (val lists empty without validation) and ``best_epoch`` (1-based),
     ``epochs_run``, ``stopped_early``, ``n_train``, ``n_val``, ``validation``,
     ``seconds``.
+    """
+    head, _, history = train_head_aux(emb, lat, lon, cells, config, groups=groups, emb_val=emb_val,
+                                      lat_val=lat_val, lon_val=lon_val, progress=progress)
+    return head, history
+
+
+def train_head_aux(emb, lat, lon, cells, config: TrainConfig | dict | None = None, aux=None, groups=None,
+                   emb_val=None, lat_val=None, lon_val=None, progress: bool = True):
+    """`train_head` plus auxiliary heads trained jointly: ``(head, aux_heads or None, history)``.
+
+    ``aux``: a list of `geospot.models.aux.AuxTarget` (per-row labels, -1 unknown,
+    and a loss weight). The auxiliary loss of each reaches the shared layers
+    scaled by its weight, its own head learns at full strength; a weight of 0
+    leaves the geocell head exactly as without it (`geospot.models.aux`).
+    ``aux_heads`` is a `geospot.models.aux.AuxHeadsNumpy`; ``history`` gains
+    ``aux_train_acc`` per head (accuracy on known training rows).
     """
     t0 = time.perf_counter()
     if config is None:
@@ -120,7 +137,12 @@ def train_head(
     cell_lat = torch.as_tensor(np.asarray(cells.centroid_lat, dtype=np.float32))
     cell_lon = torch.as_tensor(np.asarray(cells.centroid_lon, dtype=np.float32))
     sample_w = torch.as_tensor(class_weights(labels[train_idx], n_cells, config.class_weighting)[labels])
-    data = _Data(x, torch.as_tensor(lat_np), torch.as_tensor(lon_np), torch.as_tensor(labels), sample_w)
+    aux = list(aux or [])
+    for a in aux:
+        if len(a.labels) != x.shape[0]:
+            raise ValueError(f"train_head: auxiliary target {a.name!r} has {len(a.labels)} labels for {x.shape[0]} rows")
+    aux_y = torch.as_tensor(np.stack([a.labels for a in aux], 1)) if aux else None
+    data = _Data(x, torch.as_tensor(lat_np), torch.as_tensor(lon_np), torch.as_tensor(labels), sample_w, aux_y)
     val = None
     if xv.shape[0]:
         labels_v = torch.as_tensor(np.asarray(cells.assign(lat_v, lon_v, nearest=True), dtype=np.int64))
@@ -128,10 +150,25 @@ def train_head(
 
     with _deterministic(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        head, history = _fit(data, torch.as_tensor(train_idx), val, cells, cell_lat, cell_lon, x.shape[1], config, progress)
+        head, aux_heads, history = _fit(data, torch.as_tensor(train_idx), val, cells, cell_lat, cell_lon, x.shape[1],
+                                        config, progress, aux)
     history.update(n_train=int(len(train_idx)), n_val=int(xv.shape[0]), validation=validation,
                    seconds=float(time.perf_counter() - t0))
-    return head, history
+    stored = None
+    if aux_heads is not None:
+        from geospot.models.aux import AuxHeadsNumpy, AuxSpec
+
+        stored = AuxHeadsNumpy([AuxSpec(a.name, a.classes, a.weight) for a in aux], aux_heads.arrays())
+        with torch.no_grad():
+            head.eval()
+            feats = head.features(data.x[torch.as_tensor(train_idx)]).numpy()
+        pred = stored.predict(feats)
+        for a in aux:
+            y = a.labels[train_idx]
+            known = y >= 0
+            acc = float((pred[a.name].argmax(1)[known] == y[known]).mean()) if known.any() else None
+            history.setdefault("aux_train_acc", {})[a.name] = acc
+    return head, stored, history
 
 
 def holdout_split(n_rows: int, groups, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,15 +198,23 @@ class _Data:
     lon: torch.Tensor
     label: torch.Tensor  # [N] int64
     weight: torch.Tensor  # [N] float64 sample weights
+    aux: torch.Tensor | None = None  # [N, A] int64 auxiliary labels, -1 unknown
 
 
 def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_lat, cell_lon,
-         embed_dim: int, cfg: TrainConfig, progress: bool) -> tuple[GeoCellHead, dict]:
+         embed_dim: int, cfg: TrainConfig, progress: bool, aux: list | None = None):
     head = GeoCellHead(embed_dim, len(cells), hidden=cfg.hidden, dropout=cfg.dropout)
     opt = _adamw(head, cfg)
     batch_size = effective_batch_size(len(train_idx), cfg.batch_size)
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, steps_per_epoch))
+    aux_heads = aux_opt = aux_sched = None
+    if aux:  # own optimiser and zero init: the geocell head's optimiser state and random draws stay as without
+        from geospot.models.head import AuxHeads
+
+        aux_heads = AuxHeads(head.feature_dim, {a.name: len(a.classes) for a in aux})
+        aux_opt = _adamw(aux_heads, cfg)
+        aux_sched = torch.optim.lr_scheduler.LambdaLR(aux_opt, _lr_factor(cfg, steps_per_epoch))
     gen = torch.Generator().manual_seed(cfg.seed)
     weighted = cfg.class_weighting != "none"
     hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_geoscore": [], "val_median_km": [], "lr": []}
@@ -181,9 +226,20 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
         total, seen = 0.0, 0
         perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for batch in perm.split(batch_size):
-            loss = _batch_loss(head(data.x[batch]), data, batch, cell_lat, cell_lon, cfg, weighted)
+            if aux_heads is None:
+                loss = _batch_loss(head(data.x[batch]), data, batch, cell_lat, cell_lon, cfg, weighted)
+            else:
+                feats = head.features(data.x[batch])
+                loss = _batch_loss(head.out(feats), data, batch, cell_lat, cell_lon, cfg, weighted)
+                aux_loss = _aux_loss(aux_heads, feats, data.aux[batch], aux)
+                aux_opt.zero_grad(set_to_none=True)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if aux_heads is None:
+                loss.backward()
+            else:
+                (loss + aux_loss).backward()
+                aux_opt.step()
+                aux_sched.step()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(batch)
@@ -205,6 +261,7 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
         if v_score > best_score:
             best_score, best_epoch, bad_epochs = v_score, epoch, 0
             best_state = copy.deepcopy(head.state_dict())
+            best_aux = copy.deepcopy(aux_heads.state_dict()) if aux_heads is not None else None
         else:
             bad_epochs += 1
             if 0 < cfg.patience <= bad_epochs:
@@ -212,12 +269,29 @@ def _fit(data: _Data, train_idx: torch.Tensor, val: _Data | None, cells, cell_la
     bar.close()
     if best_state is not None:
         head.load_state_dict(best_state)
+        if aux_heads is not None:
+            aux_heads.load_state_dict(best_aux)
     head.eval()
     hist.update(best_epoch=int(best_epoch), epochs_run=len(hist["train_loss"]),
                 stopped_early=len(hist["train_loss"]) < cfg.epochs)
     if hist["val_geoscore"]:
         hist["best_val_geoscore"] = float(max(hist["val_geoscore"]))
-    return head, hist
+    return head, (aux_heads.eval() if aux_heads is not None else None), hist
+
+
+def _aux_loss(aux_heads, feats: torch.Tensor, labels: torch.Tensor, aux: list) -> torch.Tensor:
+    """Sum of the auxiliary cross-entropies on known rows; each reaches the shared ``feats`` scaled by
+    its weight (its own head gets the full gradient). Weight 0: ``feats`` detached, so nothing flows back."""
+    total = feats.new_zeros(())
+    for j, a in enumerate(aux):
+        known = labels[:, j] >= 0
+        if not bool(known.any()):
+            continue
+        w = float(a.weight)
+        f = feats[known]
+        f = f.detach() if w == 0 else (f if w == 1 else w * f + (1.0 - w) * f.detach())
+        total = total + F.cross_entropy(aux_heads.heads[a.name](f), labels[known, j])
+    return total
 
 
 def _batch_loss(logits: torch.Tensor, data: _Data, idx: torch.Tensor, cell_lat, cell_lon,

@@ -104,12 +104,15 @@ def evaluate(
     f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[ok], lat, lon, groups, fuse)
     raw = place_probs(model.predict_proba, f_emb, inverse, n)
     methods, answer = model_methods(answer_context(model), raw, main, top_k=top_k)
+    main_name = method_name(main)
+    refined_name = _refined_method(model, methods, answer, f_emb, inverse, n, main_name)
+    if refined_name:  # the model's --hybrid / --refine answer is what locate says: it is the main method
+        main_name = refined_name
     recipe_probs = place_probs(recipe_probs_fn, f_emb, inverse, n) if recipe_probs_fn else None
     methods.update(baseline_methods(train_lat, train_lon, n, seed=seed, recipe_probs=recipe_probs,
                                     cells=model.cells))
     place_groups = np.asarray(groups)[first] if fuse == "none" else None
     results, errors = score_methods(methods, t_lat, t_lon, cells=model.cells, groups=place_groups, seed=seed)
-    main_name = method_name(main)
     report = {
         "title": f"geospot evaluation: {Path(str(manifest.source)).name if manifest.source else 'manifest'}",
         "model": _model_summary(model, main),
@@ -120,6 +123,7 @@ def evaluate(
         "comparisons": paired_comparisons(errors, main_name, groups=place_groups, seed=seed),
         "calibration": calibration_report(answer, errors[main_name], raw, model.cells, t_lat, t_lon),
         "overlap": overlap,
+        "admin": admin_report(model, answer["probs"], methods[main_name], t_lat, t_lon),
         "notes": notes + eval_notes(fuse, recipe_probs is not None),
     }
     if out_dir is not None:
@@ -127,6 +131,41 @@ def evaluate(
         table = predictions_table(names, t_lat, t_lon, answer, errors[main_name], model.cells)
         report = write_full_report(report, out_dir, methods, errors, t_lat, t_lon, model.cells, table)
     return report
+
+
+def _refined_method(model, methods, answer, f_emb, inverse, n, main_name) -> str:
+    """Add the answer of the model's hybrid head / refiner first in ``methods``; its name, or ``""``."""
+    from geospot.models.fusion import fuse_embeddings
+    from geospot.models.methods import refined_points
+    from geospot.workflows.scoring import Predictions
+
+    if getattr(model, "hybrid", None) is None and getattr(model, "refiner", None) is None:
+        return ""
+    q = f_emb if len(f_emb) == n else fuse_embeddings(f_emb, inverse, n)  # one query per place
+    lat, lon, how = refined_points(model, q, answer["probs"], answer["lat"], answer["lon"])
+    name = f"{main_name} + {how}"
+    methods_first = {name: Predictions(lat, lon, answer["probs"]), **methods}
+    methods.clear()
+    methods.update(methods_first)
+    return name
+
+
+def admin_report(model, probs, main, t_lat, t_lon) -> dict | None:
+    """Country / region accuracy with OSV-5M's definitions (`geospot.eval.admin`): of the hierarchy's
+    argmax (summed cell probabilities) and of the main method's point, reverse-geocoded."""
+    from geospot.eval.admin import hierarchy_accuracy, point_admin_accuracy
+    from geospot.models.hierarchy import cell_shares, hierarchy_argmax, model_shares
+
+    if not hasattr(model, "predict_aux") or probs is None:  # geospot's own models (not GeoCLIP's gallery)
+        return None
+    coords = getattr(model, "train_coords", None)
+    if getattr(model, "model_dir", None) is not None:
+        shares = model_shares(model.model_dir, model.cells, coords)
+    else:
+        shares = cell_shares(model.cells, *(coords if coords is not None else (None, None)))
+    country, region = hierarchy_argmax(probs, shares)
+    return {"hierarchy": hierarchy_accuracy(country, region, t_lat, t_lon),
+            "point": point_admin_accuracy(main.lat, main.lon, t_lat, t_lon), "shares_from": shares.source}
 
 
 def answer_context(model):

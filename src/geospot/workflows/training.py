@@ -78,16 +78,18 @@ class TrainedHead:
     oof: list = field(default_factory=list)  # FoldPredictions of the calibration folds
 
 
-def _head_and_support(emb, lat, lon, groups, cells, cell_params, config, progress, val=None):
+def _head_and_support(emb, lat, lon, groups, cells, cell_params, config, progress, val=None, aux=None):
     from geospot.models.distribution import support_from_places
-    from geospot.train.fit import train_head
+    from geospot.train.fit import train_head_aux
 
     if cells is None:
         cells = build_model_cells(lat, lon, groups, cell_params)
     kwargs = {}
     if val is not None:
         kwargs = dict(emb_val=val[0], lat_val=val[1], lon_val=val[2])
-    head, history = train_head(emb, lat, lon, cells, config, groups=groups, progress=progress, **kwargs)
+    head, aux_heads, history = train_head_aux(emb, lat, lon, cells, config, aux=aux, groups=groups,
+                                              progress=progress, **kwargs)
+    history["aux_heads"] = aux_heads
     loc_lat, loc_lon = location_table(lat, lon, groups)
     support = support_from_places(cells, loc_lat, loc_lon, seed=config.seed)
     return cells, head, support, history
@@ -110,9 +112,10 @@ def head_probs(head, emb, normalize: bool = True) -> np.ndarray:
 
 def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cell_params=None, config=None,
                      calibrate: bool = True, progress: bool = True, val=None,
-                     estimates: tuple[str, ...] | None = None) -> TrainedHead:
+                     estimates: tuple[str, ...] | None = None, aux=None) -> TrainedHead:
     """Train the head on all rows, and calibrate it on out-of-fold predictions
     (see `calibration_folds`). ``cells``: fixed cells for every fold (else built per fold).
+    ``aux``: `geospot.models.aux.AuxTarget`s trained with the head (folds too: they may change it).
     ``estimates``: those to fit radius scales for (default: the library's default estimate;
     others then borrow its scales)."""
     from geospot.models.calibration import Calibration, FoldPredictions, fit_calibration
@@ -133,7 +136,8 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
         for k, (tr, te) in enumerate(folds):
             try:
                 f_cells, f_head, f_support, _ = _head_and_support(
-                    emb[tr], lat[tr], lon[tr], groups[tr], cells, cell_params, config, progress=False)
+                    emb[tr], lat[tr], lon[tr], groups[tr], cells, cell_params, config, progress=False,
+                    aux=[a.subset(tr) for a in aux] if aux else None)
             except ValueError as exc:  # e.g. a fold too small for 2 cells: calibrate on the others
                 log(f"calibration fold {k + 1}: skipped ({exc})")
                 continue
@@ -152,7 +156,7 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
         else:
             calibration = Calibration(fitted_on=how)
     cells, head, support, history = _head_and_support(emb, lat, lon, groups, final_cells, cell_params, config,
-                                                      progress, val=val)
+                                                      progress, val=val, aux=aux)
     return TrainedHead(cells, head, support, calibration, history, oof)
 
 
@@ -174,12 +178,18 @@ def fit(
     backend: str = "auto",
     device: str = "auto",
     progress: bool = True,
+    aux: dict[str, float] | None = None,
+    refine: str | None = None,
+    hybrid: bool = False,
 ):
     """Train a calibrated geocell head on frozen embeddings of `manifest`; returns a `GeoModel`.
 
     `embeddings` (an `EmbeddingResult` or an `[N, D]` array) skips embedding.
     `collection_column`: when the manifest has it (e.g. from `geospot data combine`),
     calibration holds out one collection at a time.
+    `aux`: auxiliary heads ``{name: loss weight}`` (`geospot.models.aux`; ``month`` reads the
+    manifest's date column). `refine`: ``"prototypes"`` or ``"knn"`` stores a refiner,
+    `hybrid` an OSV-5M offset head (`geospot.models.methods`); answers then use them.
     """
     from geospot.encoders import encoder_info
     from geospot.models.checkpoint import GeoModel
@@ -196,10 +206,21 @@ def fit(
         v_emb, v_ok = embeddings_or_compute(
             val_manifest, val_embeddings, encoder, mask, cache_dir, backend, device, progress, "validation")
         val = (v_emb[v_ok], val_manifest.lat[v_ok], val_manifest.lon[v_ok])
+    if refine is not None and refine not in ("prototypes", "knn"):
+        raise ValueError(f"refine must be 'prototypes' or 'knn', not {refine!r}")
+    aux_targets = None
+    if aux:
+        from geospot.models.aux import build_targets, date_column
+
+        col = date_column(manifest.df.columns)
+        dates = manifest.df[col].astype(str).to_numpy()[ok] if col else None
+        aux_targets = build_targets(aux, lat, lon, dates)
+        log("auxiliary heads: " + ", ".join(f"{a.name} ({len(a.classes)} classes, {int((a.labels >= 0).sum())} "
+                                            f"labelled images, weight {a.weight:g})" for a in aux_targets))
     log(f"training on {int(ok.sum())} images of {len(set(groups.tolist()))} places")
     trained = train_calibrated(emb[ok], lat, lon, groups, collections=collections, cells=cells,
                                cell_params=cell_params, config=config, calibrate=calibrate, progress=progress,
-                               val=val, estimates=(estimate,) if estimate else None)
+                               val=val, estimates=(estimate,) if estimate else None, aux=aux_targets)
     loc_lat, loc_lon = location_table(lat, lon, groups)
     hist = trained.history
     metrics = {
@@ -207,7 +228,7 @@ def fit(
             "images": int(ok.sum()),
             "places": int(len(loc_lat)),
             "cells": len(trained.cells),
-            "history": {k: v for k, v in hist.items() if not isinstance(v, list)},
+            "history": {k: v for k, v in hist.items() if not isinstance(v, list) and k != "aux_heads"},
             "medoid": list(_medoid(loc_lat, loc_lon)),
         }
     }
@@ -225,6 +246,21 @@ def fit(
     )
     model.train_coords = (loc_lat, loc_lon)
     model.oof = trained.oof
+    model.aux = hist.get("aux_heads")
+    if refine is not None:
+        from geospot.models.methods import knn_gallery
+        from geospot.models.refine import build_prototypes
+
+        model.refine_method = refine
+        model.refiner = (build_prototypes(emb[ok], lat, lon, trained.cells, groups=groups) if refine == "prototypes"
+                         else knn_gallery(emb[ok], lat, lon, trained.cells))
+        log(f"refiner: {refine}, {len(model.refiner.lat)} candidates")
+    if hybrid:
+        from geospot.models.hybrid import fit_hybrid
+        from geospot.models.methods import HybridNumpy
+
+        model.hybrid = HybridNumpy.from_torch(fit_hybrid(emb[ok], lat, lon, trained.cells, seed=config.seed))
+        log("hybrid head: per-cell offsets trained")
     return model
 
 
@@ -275,6 +311,7 @@ def load_model(model_dir: str | Path | None = None):
             model.train_coords = load_train_places(places)
         except (OSError, ValueError) as exc:
             raise CheckpointError(str(exc)) from None
+    model.model_dir = path  # its saved hierarchy shares, for eval's country/region accuracy
     return model
 
 

@@ -4,10 +4,12 @@ The reverse-geocoding tables (GeoNames places, outline index) are derived
 from files that ship with packages; parsing them costs far more than
 reading the result back. :func:`cached_arrays` keeps the result as one
 uncompressed ``.npz`` in ``$GEOSPOT_CACHE/geo/``, named by what it was built
-from (a changed source file gets a new name), with a header recording each
-array's dtype, shape and CRC-32. A file that fails any check (truncated,
-flipped bits, another format) is rebuilt and replaced; a cache folder that
-cannot be written only means the arrays are rebuilt in each process.
+from (a changed source file gets a new name), with a header recording the
+source and each array's dtype and shape. The zip format's CRC-32 of every
+array, which ``zipfile`` verifies as it reads, catches damaged bytes. A file
+that fails any check (truncated, flipped bits, another format) is rebuilt
+and replaced; a cache folder that cannot be written only means the arrays
+are rebuilt in each process.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import json
 import os
 import tempfile
 import threading
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -36,12 +37,8 @@ def cache_folder() -> Path:
     return cache_root() / "geo"
 
 
-def _crc(a: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
-
-
 def read(path: Path, source: str) -> dict[str, np.ndarray]:
-    """The arrays of a cache file, after checking its header and every array's CRC (else :class:`CacheError`)."""
+    """The arrays of a cache file, after checking its header and every array's CRC-32 (else :class:`CacheError`)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z[_META].tobytes().decode("utf-8"))
@@ -55,18 +52,18 @@ def read(path: Path, source: str) -> dict[str, np.ndarray]:
         raise
     except FileNotFoundError:
         raise
-    except Exception as exc:  # zip, npy and JSON errors alike: the file is not what we wrote
+    except Exception as exc:  # zip (CRC-32 included), npy and JSON errors alike: the file is not what we wrote
         raise CacheError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-    for name, (dtype, shape, crc) in spec.items():
+    for name, (dtype, shape) in spec.items():
         a = arrays[name]
-        if a.dtype.str != dtype or list(a.shape) != shape or _crc(a) != crc:
-            raise CacheError(f"{path}: array {name!r} is damaged (dtype, shape or checksum differ)")
+        if a.dtype.str != dtype or list(a.shape) != shape:
+            raise CacheError(f"{path}: array {name!r} is damaged (dtype or shape differ from the header)")
     return arrays
 
 
 def write(path: Path, arrays: dict[str, np.ndarray], source: str) -> None:
     """Write atomically (a temporary file renamed over ``path``): readers see the old file or the new one."""
-    spec = {name: [a.dtype.str, list(a.shape), _crc(a)] for name, a in arrays.items()}
+    spec = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
     header = np.frombuffer(json.dumps({"source": source, "arrays": spec}).encode("utf-8"), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

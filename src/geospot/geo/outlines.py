@@ -32,7 +32,7 @@ import numpy as np
 #: Height of the latitude bands that index the edges (degrees).
 BAND_DEG = 0.1
 _NBANDS = int(round(180 / BAND_DEG))
-_FORMAT = 1
+_FORMAT = 2
 _LOCK = threading.Lock()
 # Relative error bound of the float64 orientation determinant (Shewchuk's ccwerrboundA is ~3.3e-16).
 _ERRBOUND = 1e-15

@@ -71,7 +71,7 @@ def _same_or_tied(gaz, a, b) -> bool:
 
 
 def test_labels_equal_the_shapely_scipy_reference():
-    lat, lon = _points(3000, seed=7)
+    lat, lon = _points(2000, seed=7)
     code, idx, local = _reference(lat, lon)
     gaz = places.gazetteer()
     assert geocode.country_codes(lat, lon).tolist() == code.tolist()

@@ -176,7 +176,7 @@ def reverse_geocode(lat, lon) -> list[Place]:
         local[other[~placed]] = -1  # a country without GeoNames places (Antarctica's interior...)
         rows = other[placed]
         if rows.size:
-            local[rows] = gaz.nearest(lat[rows], lon[rows], xyz[rows], country=code[rows])
+            local[rows] = gaz.nearest(lat[rows], lon[rows], xyz[rows], country=code[rows], nearest=idx[rows])
     has_place = np.flatnonzero((code != "") & (local >= 0))
     region, city = [""] * len(code), [""] * len(code)
     for k, r, t in zip(has_place.tolist(), gaz.regions(local[has_place]), gaz.cities(local[has_place])):

@@ -214,13 +214,14 @@ class Gazetteer:
 
     # ------------------------------------------------------------------ nearest places
     def nearest(self, lat, lon, xyz, within_chord: float = np.inf, allowed: np.ndarray | None = None,
-                country: np.ndarray | None = None) -> np.ndarray:
+                country: np.ndarray | None = None, nearest: np.ndarray | None = None) -> np.ndarray:
         """Index of the nearest place to each point (-1 when none qualifies).
 
         ``lat``, ``lon`` (degrees, valid) and ``xyz`` (their unit vectors) describe
         the points. Only places strictly closer than ``within_chord`` (chord length on
         the unit sphere) count; ``allowed`` ([N] bool) or ``country`` ([points] ISO-2
-        codes) restrict the candidates.
+        codes) restrict the candidates; ``nearest``: the points' nearest places of
+        all, when known (where a restricted search starts).
         """
         lat = np.asarray(lat, dtype=np.float64).reshape(-1)
         lon = np.asarray(lon, dtype=np.float64).reshape(-1)
@@ -232,7 +233,9 @@ class Gazetteer:
         subset = allowed is not None or country is not None
         if subset:
             # No place of the subset is closer than the nearest place of all: start the search there.
-            radius = np.sqrt(((self.xyz[self.nearest(lat, lon, xyz)] - xyz) ** 2).sum(-1))
+            if nearest is None:
+                nearest = self.nearest(lat, lon, xyz)
+            radius = np.sqrt(((self.xyz[np.asarray(nearest).reshape(-1)] - xyz) ** 2).sum(-1))
             radius = np.maximum(radius, 1e-6)
         else:
             radius = np.sqrt(((self.xyz[self.seed[_seed_cell(lat, lon)]] - xyz) ** 2).sum(-1))  # an upper bound

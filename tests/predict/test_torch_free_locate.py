@@ -56,14 +56,18 @@ def model(tmp_path_factory):
 HEAVY = ("torch", "pandas", "scipy", "shapely", "reverse_geocoder", "sklearn", "matplotlib")
 
 
-def test_cold_locate_imports_no_heavy_library(model):
+def test_cold_locate_imports_no_heavy_library(model, tmp_path):
     """The real command, `python -X importtime -m geospot locate`, lists every module it imports."""
     out, photo = model
     EncoderRuntime("tiny", backend="onnx")  # the export and its records exist (made once, with torch)
-    env = dict(os.environ, PYTHONPATH=SRC)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(PYTHONPATH=SRC, HOME=str(home))  # GEOSPOT_CACHE (conftest) keeps the export where it was
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "geospot", "locate", photo, "--model", str(out),
                            "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (home / ".cache" / "Microsoft").exists()  # ONNX Runtime's telemetry never started
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "geospot.geo.geocode" in imported and "onnxruntime" in imported  # the listing is complete
     heavy = sorted({m.split(".")[0] for m in imported} & set(HEAVY))

@@ -198,3 +198,14 @@ def test_gazetteer_cache_file_is_checked_on_load(tmp_path, monkeypatch):
         assert places.gazetteer().cities([0]) == fresh.cities([0])  # and now loads
     finally:
         places._gazetteer.cache_clear()
+
+
+def test_few_points_take_the_same_answers_as_many():
+    gaz = places.gazetteer()
+    lat, lon = _points(300, seed=11)
+    xyz = latlon_to_xyz(lat, lon)
+    for bound in (np.inf, geocode._km_to_chord(25.0)):
+        many = gaz.nearest(lat, lon, xyz, within_chord=bound)
+        few = np.concatenate([gaz.nearest(lat[i:i + 3], lon[i:i + 3], xyz[i:i + 3], within_chord=bound)
+                              for i in range(0, lat.size, 3)])
+        assert few.tolist() == many.tolist()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import gc
 import importlib.util
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ _ROW_KEY = 400.0  # sort key of a place: row * _ROW_KEY + (lon + 180), rows neve
 _FORMAT = 6
 _LOCK = threading.Lock()
 _CHUNK = 8192  # points per scan
+_FEW = 8  # up to this many points, caps are laid out in plain Python floats
 _BLOCKS = 6  # longitude widths computed per block of grid rows, at most this many per cap
 _MARGIN_DEG = 1e-7  # widens every cap: far below any place spacing, far above rounding errors
 
@@ -231,6 +233,8 @@ class Gazetteer:
             return out
         code = None if country is None else np.asarray(country).astype("S2")
         subset = allowed is not None or country is not None
+        if not subset and lat.size <= _FEW:
+            return self._nearest_few(lat, lon, xyz, within_chord)
         if subset:
             # No place of the subset is closer than the nearest place of all: start the search there.
             if nearest is None:
@@ -255,6 +259,36 @@ class Gazetteer:
             todo = todo[~done]  # (never any without a subset: the seed lies inside the first cap)
         return out
 
+    def _nearest_few(self, lat, lon, xyz, within_chord: float) -> np.ndarray:
+        """:meth:`nearest` for a few points and no subset (an answer's place): the same search with
+        plain floats where arrays would cost more than they save."""
+        rows = np.clip(np.floor((lat + 90.0) / SEED_DEG), 0, _SROWS - 1).astype(np.int64)
+        cols = np.clip(np.floor((lon + 180.0) / SEED_DEG), 0, _SCOLS - 1).astype(np.int64)
+        d = self.xyz[self.seed[rows * _SCOLS + cols]] - xyz
+        radius = np.minimum(np.sqrt(np.einsum("ij,ij->i", d, d)), within_chord)  # the seed bounds the nearest
+        out = np.full(lat.size, -1, dtype=np.int64)
+        coarse = radius > 2.0 * math.sin(math.radians(COARSE_DEG) / 2.0)
+        bound2 = within_chord * within_chord
+        for level in (0, 1):
+            sel = np.flatnonzero(coarse == bool(level))
+            if sel.size == 0:
+                continue
+            first, count, owner = _cap_ranges_few(lat[sel], lon[sel], radius[sel], self.keys[level],
+                                                  ROW_DEG[level])
+            pos = np.concatenate([np.arange(f, f + c) for f, c in zip(first.tolist(), count.tolist())]
+                                 or [np.zeros(0, np.int64)])
+            pt = np.repeat(owner, count)
+            place = self.orders[level][pos].astype(np.int64)
+            diff = self.xyz[place] - xyz[sel][pt]
+            d2 = np.einsum("ij,ij->i", diff, diff)
+            for k in range(sel.size):
+                mine = pt == k
+                if mine.any():
+                    best = d2[mine].min()
+                    if best < bound2:
+                        out[sel[k]] = place[mine][d2[mine] == best].min()  # ties: the first in the table
+        return out
+
     def _scan(self, lat, lon, xyz, chord, allowed, code) -> tuple[np.ndarray, np.ndarray]:
         """Nearest candidate (and squared chord) among the buckets meeting each point's cap."""
         n = lat.size
@@ -273,7 +307,8 @@ class Gazetteer:
         for level, sel in enumerate((np.flatnonzero(~coarse), np.flatnonzero(coarse))):
             if sel.size == 0:
                 continue
-            first, count, owner = _cap_ranges(lat[sel], lon[sel], chord[sel], self.keys[level], ROW_DEG[level])
+            ranges = _cap_ranges_few if sel.size <= _FEW else _cap_ranges
+            first, count, owner = ranges(lat[sel], lon[sel], chord[sel], self.keys[level], ROW_DEG[level])
             by_point = np.argsort(owner, kind="stable")  # each point's candidates contiguous
             pair, pos = _expand(first[by_point], count[by_point])
             pair_pts.append(sel[owner[by_point][pair]])
@@ -340,6 +375,49 @@ def _cap_ranges(lat, lon, chord, key, row_deg) -> tuple[np.ndarray, np.ndarray, 
     hi = np.searchsorted(key, np.concatenate([base + a_hi, base + b_hi]), side="right")
     some = np.flatnonzero(hi > lo)  # most rows of a cap far out at sea hold no place
     return lo[some], (hi - lo)[some], np.concatenate([pt, pt])[some]
+
+
+def _cap_ranges_few(lat, lon, chord, key, row_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_cap_ranges` for a few points, in plain floats (a geocoded answer: no per-call array overhead);
+    widths per row rather than per block of rows, from the same formulas."""
+    margin, n_rows = math.radians(_MARGIN_DEG), round(180 / row_deg)
+    los, his, owners = [], [], []
+    for i, (lat_i, lon_i, chord_i) in enumerate(zip(lat.tolist(), lon.tolist(), chord.tolist())):
+        th = 2.0 * math.asin(min(chord_i / 2.0, 1.0)) + margin
+        th_deg = math.degrees(th)
+        la = math.radians(lat_i)
+        r0 = min(max(math.floor((lat_i - th_deg + 90.0) / row_deg), 0), n_rows - 1)
+        r1 = min(max(math.floor((lat_i + th_deg + 90.0) / row_deg), 0), n_rows - 1)
+        pole = la + th >= math.pi / 2 or la - th <= -math.pi / 2 or th >= math.pi
+        widest = 0.0 if pole else math.asin(max(-1.0, min(1.0, math.sin(la) / math.cos(th))))
+        for row in range(r0, r1 + 1):
+            half = 180.0
+            if not pole:
+                at = min(max(widest, max(math.radians(row * row_deg - 90.0), la - th)),
+                         min(math.radians((row + 1) * row_deg - 90.0), la + th))
+                try:
+                    cos_w = (math.cos(th) - math.sin(la) * math.sin(at)) / (math.cos(la) * math.cos(at))
+                    half = math.degrees(math.acos(max(-1.0, min(1.0, cos_w)))) + _MARGIN_DEG
+                except ZeroDivisionError:
+                    pass
+            west, east = lon_i - half, lon_i + half
+            if half >= 180.0:
+                spans = ((-180.0, 180.0),)
+            elif west < -180.0:
+                spans = ((-180.0, east), (west + 360.0, 180.0))
+            elif east > 180.0:
+                spans = ((west, 180.0), (-180.0, east - 360.0))
+            else:
+                spans = ((west, east),)
+            base = row * _ROW_KEY + 180.0
+            for a, b in spans:
+                los.append(base + a)
+                his.append(base + b)
+                owners.append(i)
+    lo = np.searchsorted(key, los, side="left")
+    hi = np.searchsorted(key, his, side="right")
+    some = np.flatnonzero(hi > lo)
+    return lo[some], (hi - lo)[some], np.asarray(owners, dtype=np.int64)[some]
 
 
 def _half_width(la, th, band_lo, band_hi) -> np.ndarray:

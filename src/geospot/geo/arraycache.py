@@ -70,6 +70,7 @@ def write(path: Path, arrays: dict[str, np.ndarray], source: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{_META: header}, **arrays)
+        os.chmod(tmp, 0o644)  # like any other cache file (mkstemp makes it private)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -96,5 +97,11 @@ def cached_arrays(name: str, source: str, build: Callable[[], dict[str, np.ndarr
         try:
             write(path, arrays, source)
         except OSError:
-            pass  # read-only or full disk: this process still has the arrays
+            return arrays  # read-only or full disk: this process still has the arrays
+        for stale in path.parent.glob(f"{name}-*.npz"):  # built from an older source or format
+            if stale != path:
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
         return arrays

@@ -9,10 +9,10 @@ as inside. The orientation test is exact: a float64 determinant with a
 Shewchuk-style error bound, and exact rational arithmetic for the rare
 points that fall within it (on or a hair from an edge).
 
-Only edges near the point are tested. Edges are indexed by thin latitude
-bands (``BAND_DEG``) and by polygon; a query takes the polygons of its band
-whose bounding box holds it, then only those polygons' edges in that band
-(typically a few dozen). The outlines are cut at the antimeridian (Fiji and
+Only edges near the point are tested. A 1-degree grid lists the polygons
+whose bounding box overlaps each cell; of those whose box holds the point,
+only the edges in the point's thin latitude band (``BAND_DEG``; edges are
+indexed by band and polygon) are tested, typically a few dozen. The outlines are cut at the antimeridian (Fiji and
 Chukotka are polygons on each side with edges along +-180 deg, on which points count
 as inside), and Antarctica's ring runs along -90 deg, so the South Pole is
 inside it: plain planar tests on (lon, lat) are right everywhere.
@@ -32,7 +32,7 @@ import numpy as np
 #: Height of the latitude bands that index the edges (degrees).
 BAND_DEG = 0.1
 _NBANDS = int(round(180 / BAND_DEG))
-_FORMAT = 2
+_FORMAT = 3
 _LOCK = threading.Lock()
 # Relative error bound of the float64 orientation determinant (Shewchuk's ccwerrboundA is ~3.3e-16).
 _ERRBOUND = 1e-15
@@ -65,6 +65,8 @@ class OutlineIndex:
     starts: np.ndarray  # [K + 1] each key's slice of the edge arrays
     bounds: np.ndarray  # [P, 4] polygon lon min, lat min, lon max, lat max
     owner: np.ndarray  # [P] index of the outline (country entry) each polygon belongs to
+    cell_polygons: np.ndarray  # polygons whose box overlaps each 1-degree cell, cell by cell,
+    cell_start: np.ndarray  # [180 * 360 + 1] each cell's slice of cell_polygons
 
     @staticmethod
     def build_arrays(arrays: dict) -> dict[str, np.ndarray]:
@@ -94,9 +96,19 @@ class OutlineIndex:
         bounds = np.empty((n_polys, 4))
         for j, (fn, col) in enumerate(((np.minimum, 0), (np.minimum, 1), (np.maximum, 0), (np.maximum, 1))):
             bounds[:, j] = fn.reduceat(fn.reduceat(xy[:, col], rings[:-1]), polys[:-1])
+        # Every (1-degree cell, polygon whose box overlaps it) pair, as CSR over the cells.
+        col = np.clip(np.floor(bounds[:, [0, 2]] + 180.0), 0, 359).astype(np.int64)
+        row = np.clip(np.floor(bounds[:, [1, 3]] + 90.0), 0, 179).astype(np.int64)
+        ncols = col[:, 1] - col[:, 0] + 1
+        size = (row[:, 1] - row[:, 0] + 1) * ncols
+        ids = np.repeat(np.arange(n_polys), size)
+        j = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size)
+        cells = (row[ids, 0] + j // ncols[ids]) * 360 + col[ids, 0] + j % ncols[ids]
+        by_cell = np.argsort(cells, kind="stable")
         return {"coords": xy, "edge_start": edge.astype(np.int32), "edge_end": nxt[edge].astype(np.int32),
                 "keys": keys, "starts": np.append(first, len(key)).astype(np.int64), "bounds": bounds,
-                "owner": owner.astype(np.int32)}
+                "owner": owner.astype(np.int32), "cell_polygons": ids[by_cell].astype(np.int32),
+                "cell_start": np.searchsorted(cells[by_cell], np.arange(360 * 180 + 1)).astype(np.int64)}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "OutlineIndex":
@@ -105,11 +117,13 @@ class OutlineIndex:
               and a["bounds"].shape == (p, 4) and (e == 0 or (0 <= min(a["edge_start"].min(), a["edge_end"].min())
                                                               and max(a["edge_start"].max(), a["edge_end"].max()) < v))
               and bool(np.all(np.diff(a["keys"]) > 0)) and bool(np.all(np.diff(a["starts"]) >= 0))
-              and (k == 0 or int(a["starts"][-1]) == e))
+              and (k == 0 or int(a["starts"][-1]) == e) and a["cell_start"].shape == (180 * 360 + 1,)
+              and int(a["cell_start"][-1]) == len(a["cell_polygons"])
+              and (len(a["cell_polygons"]) == 0 or (0 <= a["cell_polygons"].min() and a["cell_polygons"].max() < p)))
         if not ok:
             raise ValueError("country outline index arrays are inconsistent")
         return cls(**{name: a[name] for name in ("coords", "edge_start", "edge_end", "keys", "starts", "bounds",
-                                                 "owner")})
+                                                 "owner", "cell_polygons", "cell_start")})
 
     @property
     def n_polygons(self) -> int:
@@ -125,18 +139,21 @@ class OutlineIndex:
             ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
         if ok.size == 0:
             return out
-        n_p = self.n_polygons
-        band = _band(lat[ok])
-        # (point, polygon with edges in the point's band) pairs, kept where the polygon's box holds the point.
-        lo = np.searchsorted(self.keys, band * n_p)
-        hi = np.searchsorted(self.keys, (band + 1) * n_p)
-        pair_pt, pair_key = _expand(lo, hi - lo)
+        # (point, polygon whose box overlaps the point's 1-degree cell) pairs, kept where the box holds it.
+        cell = _cell(lat[ok], lon[ok])
+        first = self.cell_start[cell]
+        pair_pt, pos = _expand(first, self.cell_start[cell + 1] - first)
         pt = ok[pair_pt]
         px, py = lon[pt], lat[pt]
-        poly = self.keys[pair_key] - band[pair_pt] * n_p
+        poly = self.cell_polygons[pos].astype(np.int64)
         box = self.bounds[poly]
         keep = (px >= box[:, 0]) & (px <= box[:, 2]) & (py >= box[:, 1]) & (py <= box[:, 3])
-        pt, pair_key, poly, px, py = pt[keep], pair_key[keep], poly[keep], px[keep], py[keep]
+        pt, poly, px, py = pt[keep], poly[keep], px[keep], py[keep]
+        # Each pair's edges: those of its polygon in the point's latitude band.
+        key = _band(py) * self.n_polygons + poly
+        pair_key = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
+        has = self.keys[pair_key] == key if len(self.keys) else np.zeros(key.size, bool)
+        pt, pair_key, poly, px, py = pt[has], pair_key[has], poly[has], px[has], py[has]
         if pt.size == 0:
             return out
         # Every (pair, edge of that polygon in that band): GEOS's RayCrossingCounter.countSegment.
@@ -169,6 +186,11 @@ def _band(lat: np.ndarray) -> np.ndarray:
     # Monotone in lat, so an edge's bands [band(min y), band(max y)] hold the band of every
     # latitude it spans, and the same arithmetic for points and edges keeps them consistent.
     return np.clip(np.floor((np.asarray(lat) + 90.0) / BAND_DEG), 0, _NBANDS - 1).astype(np.int64)
+
+
+def _cell(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    return (np.minimum(np.floor(lat + 90.0), 179).astype(np.int64) * 360
+            + np.minimum(np.floor(lon + 180.0), 359).astype(np.int64))
 
 
 def _expand(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

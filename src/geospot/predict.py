@@ -205,12 +205,15 @@ class Predictor:
         return [by_index.get(i, outcomes[i]) for i in range(len(paths))]
 
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
-        """Cell probabilities -> `Prediction`s (no I/O; used by `predict`)."""
+        """Embeddings -> `Prediction`s (no I/O; used by `predict`)."""
+        return self.predict_probs(self.model.predict_proba(emb), names, top_k=top_k)
+
+    def predict_probs(self, probs: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
+        """Raw cell probabilities [B, C] (e.g. an album model's) -> `Prediction`s (no I/O)."""
         from geospot.models.hierarchy import hierarchy_probs
 
         cells = self.model.cells
-        ans = self.model.answer_context().answer(self.model.predict_proba(emb), top_k=max(1, top_k),
-                                                 estimate=self.estimate)
+        ans = self.model.answer_context().answer(probs, top_k=max(1, top_k), estimate=self.estimate)
         places = self._geocode(ans["lat"], ans["lon"])
         shares = getattr(self.model, "cell_shares", None)
         hier = hierarchy_probs(ans["probs"], shares) if shares is not None else ([[]] * len(names), [[]] * len(names))

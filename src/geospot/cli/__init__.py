@@ -13,7 +13,7 @@ import sys
 from geospot import __version__
 
 _VERB_MODULES = ("core", "data_cmds", "explain_cmds", "geotag_cmds", "models_cmds", "serve_cmd",
-                 "scale_cmds")  # scale_cmds extends core's verbs: after it
+                 "scale_cmds", "album_cmds")  # scale_cmds, album_cmds extend core's verbs: after it
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,7 +96,8 @@ def locate_album(predictor, paths: Sequence[str], method: str = "auto", top_k: i
     if method == "average":
         out = average_probs(probs[None], np.ones((1, len(good)), bool))[0]
     else:
-        out = album_model_for(predictor).predict_proba(emb[good][None], probs[None], hours[good][None])[0]
+        out = album_model_for(predictor).predict_proba(emb[good][None], probs[None], hours[good][None],
+                                                       base=predictor.model)[0]
     preds = predictor.predict_probs(out, [paths[i] for i in good], top_k=top_k)
     by_index = dict(zip(good, preds))
     return [by_index.get(i, outcomes[i]) for i in range(len(paths))], method

@@ -12,16 +12,38 @@ from geospot.models.album_net import AlbumNet
 from geospot.train.album import AlbumConfig, TripMaker, album_batch, fit_album
 
 D, C = 8, 5
+_W = np.random.default_rng(42).normal(size=(C, D)).astype(np.float32)
+
+
+class _Base:
+    """A fixed linear head (rows normalised to norm sqrt(D), as geospot's heads): NumPy and torch."""
+
+    def predict_proba(self, e):
+        x = e / np.linalg.norm(e, axis=-1, keepdims=True) * np.sqrt(D)
+        z = x @ _W.T
+        z = np.exp(z - z.max(-1, keepdims=True))
+        return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+    @staticmethod
+    def torch(e):
+        x = torch.nn.functional.normalize(e, dim=-1) * np.sqrt(D)
+        return torch.softmax(x @ torch.from_numpy(_W).T, -1)
+
+
+BASE = _Base()
 
 
 def _net(seed=0, correction=True):
     torch.manual_seed(seed)
-    net = AlbumNet(D, C, d_model=8, n_layers=2, n_heads=2, ff=16, dropout=0.0, correction=correction)
+    net = AlbumNet(D, C, d_model=8, n_layers=2, n_heads=2, ff=16, dropout=0.0, correction=correction,
+                   embedding_input=True)
     with torch.no_grad():  # leave the zero init: every path must carry signal
         net.out.weight.normal_(0, 0.3)
         net.gate.weight.normal_(0, 0.3)
+        net.pool_sim_slope.fill_(1.0)
         for b in net.layers:
             b.time_slope.normal_(0, 1)
+            b.sim_slope.normal_(0, 1)
     return net.eval()
 
 
@@ -33,12 +55,12 @@ def _album(rng, n):
 
 
 def _torch_probs(net, emb, probs, hours, mask):
-    from geospot.models.album import time_features as tf
+    from geospot.models.album import photo_features
 
     dt, st = pair_biases(hours, mask)
-    args = [torch.from_numpy(np.asarray(x, np.float32)) for x in (emb, probs, tf(hours, mask), dt, st)]
+    args = [torch.from_numpy(np.asarray(x, np.float32)) for x in (emb, probs, photo_features(hours, mask, probs), dt, st)]
     with torch.no_grad():
-        z = net(*args, torch.from_numpy(mask))
+        z = net(*args, torch.from_numpy(mask), _Base.torch)
     return (torch.softmax(z, -1) * torch.from_numpy(mask)[..., None]).numpy()
 
 
@@ -49,7 +71,7 @@ def test_variable_length_albums_are_masked_and_numpy_matches_torch():
     probs, _ = pad_albums([a[1] for a in albums])
     hours, _ = pad_albums([a[2] for a in albums], fill=np.nan)
     net = _net()
-    out = net.to_numpy().predict_proba(emb, probs, hours, mask)
+    out = net.to_numpy().predict_proba(emb, probs, hours, mask, base=BASE)
     assert out.shape == (3, 6, C)
     np.testing.assert_allclose(out[mask].sum(-1), 1.0, rtol=1e-5)
     assert (out[~mask] == 0).all()
@@ -57,21 +79,23 @@ def test_variable_length_albums_are_masked_and_numpy_matches_torch():
     # padding carries no information: garbage there changes nothing, and each album alone answers the same
     emb2, probs2 = emb.copy(), probs.copy()
     emb2[~mask], probs2[~mask] = 7.0, 0.2
-    np.testing.assert_allclose(net.to_numpy().predict_proba(emb2, probs2, hours, mask), out, atol=1e-6)
+    np.testing.assert_allclose(net.to_numpy().predict_proba(emb2, probs2, hours, mask, base=BASE), out, atol=1e-6)
     for i, (e, p, h) in enumerate(albums):
-        alone = net.to_numpy().predict_proba(e[None], p[None], h[None])
+        alone = net.to_numpy().predict_proba(e[None], p[None], h[None], base=BASE)
         np.testing.assert_allclose(alone[0], out[i, :len(e)], atol=1e-5)
 
 
 def test_an_album_of_one_photo_gets_the_single_photo_answer():
     rng = np.random.default_rng(1)
-    emb, p, hours = _album(rng, 1)
+    emb, _, hours = _album(rng, 1)
+    p = BASE.predict_proba(emb)
     np.testing.assert_allclose(average_probs(p[None], np.ones((1, 1), bool))[0], p, rtol=1e-6)
-    # no neighbours: the gate is off; without the correction the album model is the base itself
+    # no neighbours; the fused embedding is the photo's own: without the correction, the base answer
     net = _net(correction=False)
     with torch.no_grad():
         net.out.weight.zero_()
-    np.testing.assert_allclose(net.to_numpy().predict_proba(emb[None], p[None], hours[None])[0], p, atol=1e-5)
+    np.testing.assert_allclose(net.to_numpy().predict_proba(emb[None], p[None], hours[None], base=BASE)[0], p,
+                               atol=1e-5)
 
 
 def test_average_gives_every_photo_the_album_mean():
@@ -90,8 +114,8 @@ def test_save_load_round_trip_and_damaged_files(tmp_path):
     assert load_album(tmp_path) is None  # a model without an album model
     net.save(tmp_path, "abc", {"note": "test"})
     loaded = load_album(tmp_path, "abc", C, D)
-    np.testing.assert_allclose(loaded.predict_proba(emb[None], p[None], hours[None]),
-                               net.to_numpy().predict_proba(emb[None], p[None], hours[None]), atol=1e-7)
+    np.testing.assert_allclose(loaded.predict_proba(emb[None], p[None], hours[None], base=BASE),
+                               net.to_numpy().predict_proba(emb[None], p[None], hours[None], base=BASE), atol=1e-7)
     with pytest.raises(AlbumError, match="other cells"):
         load_album(tmp_path, "xyz")
     with pytest.raises(AlbumError, match="num_cells"):
@@ -131,8 +155,8 @@ def test_time_features_and_order():
     rng = np.random.default_rng(3)
     emb, p, h = _album(rng, 4)
     m = _net().to_numpy()
-    assert not np.allclose(m.predict_proba(emb[None], p[None], h[None]),
-                           m.predict_proba(emb[None], p[None], (h * 50)[None]), atol=1e-4)
+    assert not np.allclose(m.predict_proba(emb[None], p[None], h[None], base=BASE),
+                           m.predict_proba(emb[None], p[None], (h * 50)[None], base=BASE), atol=1e-4)
 
 
 def test_trips_hop_between_nearby_places_across_the_antimeridian():
@@ -172,8 +196,11 @@ def test_fit_album_learns_whom_to_trust():
     probs[np.arange(place.size), np.where(informed, truth, wrong)] += 0.98
     emb = rng.normal(size=(place.size, D)).astype(np.float32)
     emb[:, 0] = np.where(informed, 3.0, -3.0)
-    cfg = AlbumConfig(d_model=8, n_heads=2, ff=16, epochs=8, trips_per_epoch=128, hop_km=200, lr=1e-2, seed=0)
-    net, summary = fit_album(emb, probs, lat, lon, place, cells, cfg)
+    cfg = AlbumConfig(d_model=8, n_heads=2, ff=16, epochs=8, trips_per_epoch=128, hop_km=200, lr=1e-2, seed=0,
+                      embedding_input=True)
+    uniform = lambda e: torch.full((len(e), len(cells)), 1.0 / len(cells))  # noqa: E731  (a base that knows nothing)
+    folds = [np.flatnonzero(place % 2 == k) for k in (0, 1)]
+    net, summary = fit_album(emb, probs, lat, lon, place, cells, folds, [uniform, uniform], cfg)
     assert summary["loss_history"][-1] < summary["loss_history"][0]
     trips = TripMaker(lat, lon, place, 200, p_untimed=0).make(100, np.random.default_rng(9))
     rows = np.concatenate([r for r, _ in trips])
@@ -181,9 +208,9 @@ def test_fit_album_learns_whom_to_trust():
 
     def accuracy(model):
         with torch.no_grad():
-            out = model(*batch).argmax(-1).numpy()
+            out = model(*batch, uniform).argmax(-1).numpy()
         return (out[batch[-1].numpy()] == truth[rows]).mean()
 
     torch.manual_seed(0)
-    untrained = AlbumNet(D, len(cells), 8, 1, 2, 16, 0.0).eval()
+    untrained = AlbumNet(D, len(cells), 8, 1, 2, 16, 0.0, embedding_input=True).eval()
     assert accuracy(net) > accuracy(untrained) + 0.05

@@ -9,15 +9,20 @@ between photos carries learned biases that fall with the time gap and the
 step distance between them (photos minutes apart are usually close; a day
 apart, not). Its answer per photo is
 
-    logits_i = log((1 - w_i) p_i + w_i sum_j a_ij p_j + eps) + delta_i
+    logits_i = log(w0 p_i + w1 sum_{j != i} a_ij p_j + w2 base(sum_j b_ij e_j) + eps) [+ delta_i]
 
-with ``p`` the base probabilities, ``a_ij`` an attention over the *other*
-photos (the neighbours' opinion, so an album of one photo has none), ``w_i`` in
-(0, 1) a learned gate (how much to trust them) and ``delta_i`` an optional
-learned correction (off by default). With ``w = (L-1)/L`` and equal ``a`` it is
-probability averaging; the model learns whom to listen to and how much. (A
-product of experts, ``log p_i + g log ctx``, measured worse: one photo of a
-neighbouring town vetoes the right cell.)
+with ``p`` the base probabilities and ``e`` the embeddings: the photo's own
+answer, the neighbours' opinion (attention ``a`` over the *other* photos), and
+the base head's answer for an attention-weighted mean embedding of the album
+(``b`` over all photos, itself included: same-place fusion, generalised). The
+gate ``w`` (a softmax over the three, per photo) and both attentions are
+learned from the photos' time gaps, order, embedding similarity and the base's
+probabilities and confidence. With ``w2 = 1`` and uniform ``b`` it is embedding
+averaging (``locate --same-place``); with ``w1`` and uniform ``a``,
+probability averaging. An album of one photo gets the single-photo answer.
+``delta_i`` is an optional learned correction (off by default: it memorises the
+training photos). (A product of experts, ``log p_i + g log ctx``, measured
+worse: one photo of a neighbouring town vetoes the right cell.)
 
 Stored beside the base model (optional): ``album.json`` (shapes, the cells'
 hash, training summary) + ``album.safetensors`` (weights; tensor names shared
@@ -37,6 +42,7 @@ ALBUM_WEIGHTS = "album.safetensors"
 FORMAT = "geospot-album"
 FORMAT_VERSION = 1
 N_TIME = 5  # has_time, log1p(gap to previous h), log1p(gap to next h), position in album, log(album length)
+N_FEAT = N_TIME + 2  # + the base's confidence: top probability, entropy / log(cells)
 EPS = 1e-6
 _LN_EPS = 1e-5
 _MAX_PHOTOS = 1024  # attention is quadratic in the album length: longer albums are refused with a clear line
@@ -71,6 +77,14 @@ def time_features(hours: np.ndarray, mask: np.ndarray) -> np.ndarray:
             out[r, timed[1:], 1] = gaps
             out[r, timed[:-1], 2] = gaps
     return out
+
+
+def photo_features(hours, mask, probs) -> np.ndarray:
+    """``[B, L, N_FEAT]``: `time_features` and the base's confidence (top probability, normalised entropy)."""
+    p = np.asarray(probs, np.float64)
+    ent = -(p * np.log(np.maximum(p, 1e-12))).sum(-1) / math.log(max(p.shape[-1], 2))
+    conf = np.stack([p.max(-1), ent], -1) * np.asarray(mask, bool)[..., None]
+    return np.concatenate([time_features(hours, mask), conf.astype(np.float32)], -1)
 
 
 def pair_biases(hours: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,16 +179,21 @@ class NumpyAlbumModel:
         self.cells_hash = meta["cells_hash"]
         self.w = weights
 
-    def logits(self, emb, probs, hours=None, mask=None) -> np.ndarray:
-        """Per-photo cell logits ``[B, L, C]`` (padding rows are 0). ``emb`` [B, L, D], ``probs`` [B, L, C]."""
+    def logits(self, emb, probs, hours=None, mask=None, base=None) -> np.ndarray:
+        """Per-photo cell logits ``[B, L, C]`` (padding rows are 0). ``emb`` [B, L, D], ``probs`` [B, L, C]: the
+        base model's for ``emb``; ``base``: the base model (``predict_proba([N, D]) -> [N, C]``)."""
+        if base is None:
+            raise AlbumError("the album model needs its base model (base=) to answer fused embeddings")
         if mask is None:
             mask = np.ones(np.asarray(emb).shape[:2], bool)
         emb, probs, hours, mask = check_inputs(emb, probs, hours, mask, self.embed_dim, self.num_cells)
         w = self.w
         x = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        sim = x @ x.transpose(0, 2, 1)  # cosine similarity of the photos: the same scene, or not
         dt, steps = pair_biases(hours, mask)
-        tf = time_features(hours, mask)
-        h = x @ w["in_emb.weight"].T + w["in_emb.bias"] + probs @ w["in_probs.weight"].T + tf @ w["in_time.weight"].T
+        h = probs @ w["in_probs.weight"].T + photo_features(hours, mask, probs) @ w["in_feat.weight"].T + w["in_feat.bias"]
+        if "in_emb.weight" in w:
+            h = h + x @ w["in_emb.weight"].T
         h = _ln(h, w["in_norm.weight"], w["in_norm.bias"])
         key_ok = mask[:, None, None, :]
         b, n, d = h.shape
@@ -186,7 +205,8 @@ class NumpyAlbumModel:
             q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
             s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
             s = s - _softplus(w[p + "time_slope"])[None, :, None, None] * dt[:, None] \
-                - _softplus(w[p + "step_slope"])[None, :, None, None] * steps[:, None]
+                - _softplus(w[p + "step_slope"])[None, :, None, None] * steps[:, None] \
+                + w[p + "sim_slope"][None, :, None, None] * sim[:, None]
             a = _softmax(np.where(key_ok, s, -1e9))
             o = (a @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
             h = h + o @ w[p + "proj.weight"].T + w[p + "proj.bias"]
@@ -195,18 +215,25 @@ class NumpyAlbumModel:
         h = _ln(h, w["out_norm.weight"], w["out_norm.bias"])
         # the neighbours' opinion: attention over the other photos of the album
         s = (h @ w["pool_q.weight"].T) @ (h @ w["pool_k.weight"].T).transpose(0, 2, 1) / np.sqrt(d)
-        s = s - _softplus(w["pool_time_slope"][0]) * dt - _softplus(w["pool_step_slope"][0]) * steps
+        s = s - _softplus(w["pool_time_slope"][0]) * dt - _softplus(w["pool_step_slope"][0]) * steps \
+            + w["pool_sim_slope"][0] * sim
         others = mask[:, None, :] & ~np.eye(n, dtype=bool)[None]
         a = _softmax(np.where(others, s, -1e9)) * others
         ctx = a @ probs
-        has_others = others.any(-1, keepdims=True)
-        mix = 1.0 / (1.0 + np.exp(-(h @ w["gate.weight"].T + w["gate.bias"]))) * has_others
-        out = np.log((1 - mix) * probs + mix * ctx + EPS) + h @ w["out.weight"].T + w["out.bias"]
+        valid = np.broadcast_to(mask[:, None, :], s.shape)
+        fused = (_softmax(np.where(valid, s, -1e9)) * valid) @ x
+        fused_p = np.zeros_like(probs)
+        fused_p[mask] = base.predict_proba(fused[mask])
+        g = h @ w["gate.weight"].T + w["gate.bias"]
+        g[..., 1] = np.where(others.any(-1), g[..., 1], -1e9)  # no neighbours, no neighbours' opinion
+        mix = _softmax(g)
+        q = mix[..., :1] * probs + mix[..., 1:2] * ctx + mix[..., 2:] * fused_p
+        out = np.log(q + EPS) + h @ w["out.weight"].T + w["out.bias"]
         return np.where(mask[..., None], out, 0.0).astype(np.float32)
 
-    def predict_proba(self, emb, probs, hours=None, mask=None) -> np.ndarray:
+    def predict_proba(self, emb, probs, hours=None, mask=None, base=None) -> np.ndarray:
         """Per-photo cell probabilities ``[B, L, C]`` with the album's context (padding rows 0)."""
-        z = self.logits(emb, probs, hours, mask).astype(np.float64)
+        z = self.logits(emb, probs, hours, mask, base).astype(np.float64)
         m = np.ones(z.shape[:2], bool) if mask is None else np.asarray(mask, bool)
         return (_softmax(z) * m[..., None]).astype(np.float32)
 
@@ -214,17 +241,20 @@ class NumpyAlbumModel:
 def weight_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor of an album model and its shape (what `album.safetensors` must hold)."""
     d, c, e, f, h = meta["d_model"], meta["num_cells"], meta["embed_dim"], meta["ff"], meta["n_heads"]
-    shapes = {"in_emb.weight": (d, e), "in_emb.bias": (d,), "in_probs.weight": (d, c), "in_time.weight": (d, N_TIME),
+    shapes = {"in_probs.weight": (d, c), "in_feat.weight": (d, N_FEAT), "in_feat.bias": (d,),
+              "pool_sim_slope": (1,),
               "in_norm.weight": (d,), "in_norm.bias": (d,), "out_norm.weight": (d,), "out_norm.bias": (d,),
               "pool_q.weight": (d, d), "pool_k.weight": (d, d), "pool_time_slope": (1,), "pool_step_slope": (1,),
-              "gate.weight": (1, d), "gate.bias": (1,), "out.weight": (c, d), "out.bias": (c,)}
+              "gate.weight": (3, d), "gate.bias": (3,), "out.weight": (c, d), "out.bias": (c,)}
     for layer in range(meta["n_layers"]):
         p = f"layers.{layer}."
         shapes.update({p + "norm1.weight": (d,), p + "norm1.bias": (d,), p + "qkv.weight": (3 * d, d),
                        p + "qkv.bias": (3 * d,), p + "proj.weight": (d, d), p + "proj.bias": (d,),
                        p + "norm2.weight": (d,), p + "norm2.bias": (d,), p + "ff1.weight": (f, d),
                        p + "ff1.bias": (f,), p + "ff2.weight": (d, f), p + "ff2.bias": (d,),
-                       p + "time_slope": (h,), p + "step_slope": (h,)})
+                       p + "time_slope": (h,), p + "step_slope": (h,), p + "sim_slope": (h,)})
+    if meta.get("embedding_input"):
+        shapes["in_emb.weight"] = (d, e)
     return shapes
 
 

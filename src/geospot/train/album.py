@@ -29,6 +29,7 @@ class AlbumConfig:
     ff: int = 128
     dropout: float = 0.1
     correction: bool = False  # a free per-cell logit correction (measured worse: see docs/methods.md)
+    embedding_input: bool = False  # the photo's own embedding as an input (measured worse: memorises)
     epochs: int = 15
     trips_per_epoch: int = 0  # 0: one per training place (at least 500)
     batch_size: int = 32
@@ -82,8 +83,12 @@ class TripMaker:
     def make(self, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
         from geospot.geo.distance import haversine_km
 
-        trips = []
+        trips, attempts = [], 0
         while len(trips) < n:
+            attempts += 1
+            if attempts > 100 * n and not trips:
+                raise ValueError("cannot build albums of two or more photos: every place has one photo and no "
+                                 "other place within hop_km")
             place = int(rng.integers(len(self.rows)))
             visited, rows, hours, t = {place}, [], [], 0.0
             for step in range(int(rng.integers(1, self.max_places + 1))):
@@ -138,33 +143,49 @@ def base_probs(head, emb, normalize: bool = True) -> np.ndarray:
     return out
 
 
-def oof_probs(emb, lat, lon, groups, cells, config=None, n_folds: int = 3, seed: int = 0) -> np.ndarray:
-    """Out-of-fold base probabilities ``[N, C]`` on the model's cells: each fold of places predicted by a
-    head trained without it (group K-fold by place)."""
+def torch_base(head, normalize: bool = True):
+    """A frozen head as the album model's ``base``: ``[N, D]`` torch embeddings -> ``[N, C]`` probabilities,
+    differentiable in the embeddings (the album model learns where to look through it)."""
+    import torch
+
+    from geospot.models.head import normalize_embeddings
+
+    head.eval()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return lambda e: torch.softmax(head(normalize_embeddings(e) if normalize else e), dim=-1)
+
+
+def oof_heads(emb, lat, lon, groups, cells, config=None, n_folds: int = 3, seed: int = 0):
+    """``(probs [N, C], folds [(rows)], heads)``: out-of-fold base probabilities on the model's cells, each fold
+    of places predicted by a head trained without it (group K-fold by place), and those heads."""
     from geospot.data.splits import group_kfold
     from geospot.train.config import TrainConfig
     from geospot.train.fit import train_head
 
     config = config or TrainConfig()
     out = np.zeros((len(lat), len(cells)), np.float32)
+    folds, heads = [], []
     for tr, te in group_kfold(np.asarray(groups), n_splits=n_folds, seed=seed):
         head, _ = train_head(emb[tr], np.asarray(lat)[tr], np.asarray(lon)[tr], cells, config,
                              groups=np.asarray(groups)[tr], progress=False)
         out[te] = base_probs(head, emb[te], config.normalize)
-    return out
+        folds.append(te)
+        heads.append(head)
+    return out, folds, heads
 
 
 def album_batch(trips, emb, probs, lat=None, lon=None):
-    """Padded torch tensors of a list of trips: (emb, probs, tfeat, dt, steps, mask[, lat, lon])."""
+    """Padded torch tensors of a list of trips: (emb, probs, features, dt, steps, mask[, lat, lon])."""
     import torch
 
-    from geospot.models.album import pad_albums, pair_biases, time_features
+    from geospot.models.album import pad_albums, pair_biases, photo_features
 
     e, mask = pad_albums([emb[r] for r, _ in trips])
     p, _ = pad_albums([probs[r] for r, _ in trips])
     hrs, _ = pad_albums([h for _, h in trips], fill=np.nan)
     dt, steps = pair_biases(hrs, mask)
-    out = [torch.from_numpy(np.asarray(x, np.float32)) for x in (e, p, time_features(hrs, mask), dt, steps)]
+    out = [torch.from_numpy(np.asarray(x, np.float32)) for x in (e, p, photo_features(hrs, mask, p), dt, steps)]
     out.append(torch.from_numpy(mask))
     if lat is not None:
         la, _ = pad_albums([np.asarray(lat, float)[r] for r, _ in trips])
@@ -173,9 +194,13 @@ def album_batch(trips, emb, probs, lat=None, lon=None):
     return out
 
 
-def fit_album(emb, probs, lat, lon, groups, cells, config: AlbumConfig | None = None, progress: bool = False):
-    """Train an `AlbumNet` on synthetic trips over these rows; ``probs``: the frozen base's (out-of-fold)
-    probabilities ``[N, C]``. Returns ``(net in eval mode, summary)``."""
+def fit_album(emb, probs, lat, lon, groups, cells, folds, bases, config: AlbumConfig | None = None,
+              progress: bool = False):
+    """Train an `AlbumNet` on synthetic trips; returns ``(net in eval mode, summary)``.
+
+    ``probs``: the frozen base's out-of-fold probabilities ``[N, C]``; ``folds``: row indices of each fold;
+    ``bases``: per fold, the base head that has not seen it (see `torch_base`). Trips stay inside one fold, so
+    the fused embeddings of a trip are answered by a head that has seen none of its places."""
     import torch
 
     from geospot.models.album_net import AlbumNet
@@ -183,15 +208,21 @@ def fit_album(emb, probs, lat, lon, groups, cells, config: AlbumConfig | None = 
     cfg = config or AlbumConfig()
     emb = np.asarray(emb, np.float32)
     probs = np.asarray(probs, np.float32)
+    lat, lon, groups = np.asarray(lat, float), np.asarray(lon, float), np.asarray(groups)
     if probs.shape != (len(emb), len(cells)):
         raise ValueError(f"fit_album: probs must be [{len(emb)}, {len(cells)}], got {list(probs.shape)}")
+    if len(folds) != len(bases) or not folds:
+        raise ValueError(f"fit_album: {len(folds)} folds but {len(bases)} base heads")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    maker = TripMaker(lat, lon, groups, cfg.hop_km, cfg.max_places, cfg.max_views, cfg.max_photos, cfg.p_untimed)
-    n_trips = cfg.trips_per_epoch or max(500, len(maker.rows))
-    net = AlbumNet(emb.shape[1], len(cells), cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ff, cfg.dropout, cfg.correction)
+    makers = [(np.asarray(rows), TripMaker(lat[rows], lon[rows], groups[rows], cfg.hop_km, cfg.max_places,
+                                           cfg.max_views, cfg.max_photos, cfg.p_untimed)) for rows in folds]
+    places = sum(len(m.rows) for _, m in makers)
+    n_trips = cfg.trips_per_epoch or max(500, places)
+    net = AlbumNet(emb.shape[1], len(cells), cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ff, cfg.dropout,
+                   cfg.correction, cfg.embedding_input)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(n_trips / cfg.batch_size))
+    steps_per_epoch = sum(max(1, math.ceil(n_trips * len(m.rows) / places / cfg.batch_size)) for _, m in makers)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     c_lat = torch.as_tensor(np.asarray(cells.centroid_lat, np.float64), dtype=torch.float32)
     c_lon = torch.as_tensor(np.asarray(cells.centroid_lon, np.float64), dtype=torch.float32)
@@ -199,45 +230,49 @@ def fit_album(emb, probs, lat, lon, groups, cells, config: AlbumConfig | None = 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batches of a few hundred photos: more threads only spin (measured 10x slower)
     try:
-        _epochs(net, opt, sched, maker, n_trips, rng, emb, probs, lat, lon, c_lat, c_lon, cfg, losses, progress)
+        for epoch in range(cfg.epochs):
+            batches = []
+            for k, (rows, maker) in enumerate(makers):  # fresh trips every epoch, each inside its fold
+                trips = [(rows[r], h) for r, h in maker.make(max(1, round(n_trips * len(maker.rows) / places)), rng)]
+                batches += [(k, trips[s:s + cfg.batch_size]) for s in range(0, len(trips), cfg.batch_size)]
+            total, count = 0.0, 0
+            net.train()
+            for i in rng.permutation(len(batches)):
+                k, trips = batches[i]
+                e, p, f, dt, st, mask, la, lo = album_batch(trips, emb, probs, lat, lon)
+                logits = net(e, p, f, dt, st, mask, bases[k])
+                loss = _loss(logits[mask], la[mask], lo[mask], c_lat, c_lon, cfg.tau_km)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                total, count = total + float(loss.detach()) * len(trips), count + len(trips)
+            losses.append(total / max(count, 1))
+            if progress:
+                print(f"album model: epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}", flush=True)
     finally:
         torch.set_num_threads(threads)
     net.eval()
-    return net, {"config": cfg.to_dict(), "trips_per_epoch": n_trips, "places": len(maker.rows),
+    return net, {"config": cfg.to_dict(), "trips_per_epoch": n_trips, "places": places,
                  "photos": int(len(emb)), "loss_history": [round(x, 5) for x in losses]}
 
 
-def _epochs(net, opt, sched, maker, n_trips, rng, emb, probs, lat, lon, c_lat, c_lon, cfg, losses, progress):
+def _loss(logits, lat, lon, c_lat, c_lon, tau_km):
     from geospot.train.losses import haversine_smoothing_targets, soft_cross_entropy
 
-    for epoch in range(cfg.epochs):
-        net.train()
-        trips = maker.make(n_trips, rng)  # fresh trips every epoch
-        total = 0.0
-        for s in range(0, len(trips), cfg.batch_size):
-            e, p, tf, dt, st, mask, la, lo = album_batch(trips[s:s + cfg.batch_size], emb, probs, lat, lon)
-            logits = net(e, p, tf, dt, st, mask)
-            targets = haversine_smoothing_targets(c_lat, c_lon, la[mask], lo[mask], cfg.tau_km)
-            loss = soft_cross_entropy(logits[mask], targets)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(trips[s:s + cfg.batch_size])
-        losses.append(total / len(trips))
-        if progress:
-            print(f"album model: epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}", flush=True)
+    return soft_cross_entropy(logits, haversine_smoothing_targets(c_lat, c_lon, lat, lon, tau_km))
 
 
 def train_album_model(model, emb, lat, lon, groups, config: AlbumConfig | None = None, progress: bool = False):
-    """Album model for a trained base model (`GeoModel`): out-of-fold base probabilities with the base's
-    training config and cells, then `fit_album`. Returns ``(AlbumNet, summary)``."""
+    """Album model for a trained base model (`GeoModel`): out-of-fold base heads with the base's training
+    config and cells, then `fit_album`. Returns ``(AlbumNet, summary)``."""
     from geospot.train.config import TrainConfig
 
     cfg = config or AlbumConfig()
     base_cfg = TrainConfig.from_dict(model.train_config) if model.train_config else TrainConfig()
     emb = np.asarray(emb, np.float32)
     if progress:
-        print(f"album model: out-of-fold base probabilities ({cfg.oof_folds} folds by place)", flush=True)
-    probs = oof_probs(emb, lat, lon, groups, model.cells, base_cfg, cfg.oof_folds, cfg.seed)
-    return fit_album(emb, probs, lat, lon, groups, model.cells, cfg, progress)
+        print(f"album model: out-of-fold base heads ({cfg.oof_folds} folds by place)", flush=True)
+    probs, folds, heads = oof_heads(emb, lat, lon, groups, model.cells, base_cfg, cfg.oof_folds, cfg.seed)
+    bases = [torch_base(h, base_cfg.normalize) for h in heads]
+    return fit_album(emb, probs, lat, lon, groups, model.cells, folds, bases, cfg, progress)

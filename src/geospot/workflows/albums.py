@@ -33,7 +33,7 @@ def album_answers(ctx, base, album, emb, probs, trips, top_k: int = 5, estimate:
         "average embeddings": base.predict_proba(fused)[trip_of],
     }
     if album is not None:
-        per_method["album model"] = album.predict_proba(e_pad, p_pad, h_pad, mask)[mask]
+        per_method["album model"] = album.predict_proba(e_pad, p_pad, h_pad, mask, base=base)[mask]
     for name, p in per_method.items():
         ans = ctx.answer(p, top_k=top_k, estimate=estimate, estimates=(estimate,), levels=(0.5,), within_km=())
         out[name] = (ans["lat"], ans["lon"])
@@ -55,7 +55,7 @@ def run_fold(emb_tr, lat_tr, lon_tr, g_tr, emb_te, lat_te, lon_te, g_te, *, cell
 
     Returns ``{"errors": {method: [M]}, "trip": [M], "photos": [M], "summary": ...}``."""
     from geospot.models.answer import AnswerContext
-    from geospot.train.album import AlbumConfig, TripMaker, base_probs, fit_album, oof_probs
+    from geospot.train.album import AlbumConfig, TripMaker, base_probs, fit_album, oof_heads, torch_base
     from geospot.train.config import TrainConfig
     from geospot.workflows.training import _head_and_support, build_model_cells
 
@@ -64,8 +64,9 @@ def run_fold(emb_tr, lat_tr, lon_tr, g_tr, emb_te, lat_te, lon_te, g_te, *, cell
     cells = build_model_cells(lat_tr, lon_tr, g_tr, cell_params)
     cells, head, support, _ = _head_and_support(emb_tr, lat_tr, lon_tr, g_tr, cells, cell_params, tcfg, False)
     log(f"  base head: {len(cells)} cells on {len(lat_tr)} photos")
-    oof = oof_probs(emb_tr, lat_tr, lon_tr, g_tr, cells, tcfg, cfg.oof_folds, seed)
-    net, summary = fit_album(emb_tr, oof, lat_tr, lon_tr, g_tr, cells, cfg)
+    oof, folds, heads = oof_heads(emb_tr, lat_tr, lon_tr, g_tr, cells, tcfg, cfg.oof_folds, seed)
+    net, summary = fit_album(emb_tr, oof, lat_tr, lon_tr, g_tr, cells, folds,
+                             [torch_base(h, tcfg.normalize) for h in heads], cfg)
     log(f"  album model: loss {summary['loss_history'][0]:.3f} -> {summary['loss_history'][-1]:.3f}")
 
     class _Base:

@@ -4,7 +4,10 @@ The I/O side of `geospot.models.album`: capture times from EXIF, embedding
 through the `Predictor`, the album model from the model directory. Methods:
 
 - ``average``: every photo gets the album's mean cell probabilities (the
-  simple baseline; right when the album shows one area);
+  simple baseline);
+- ``fuse``: every photo gets the answer for the album's mean embedding
+  (same-place fusion, as ``--same-place``; the best simple baseline on
+  trips within a few hundred km, see docs/methods.md);
 - ``model``: the album model stored with the model (``album.json``), which
   weighs the other photos by their time gap and content and answers per photo;
 - ``auto``: the album model when the model has one, else ``average``.
@@ -23,7 +26,7 @@ import numpy as np
 from geospot.models.album import AlbumError, average_probs, load_album
 from geospot.predict import Prediction, PredictionError
 
-ALBUM_METHODS = ("auto", "model", "average")
+ALBUM_METHODS = ("auto", "model", "average", "fuse")
 
 
 def capture_hours(paths: Sequence[str]) -> np.ndarray:
@@ -78,7 +81,7 @@ def resolve_method(predictor, method: str) -> str:
 
 def locate_album(predictor, paths: Sequence[str], method: str = "auto", top_k: int = 5, hours=None,
                  batch_size: int = 16) -> tuple[list[Prediction | PredictionError], str]:
-    """One answer per photo of one album, in input order, and the method used (``model`` or ``average``).
+    """One answer per photo of one album, in input order, and the method used (``model``, ``average``, ``fuse``).
 
     ``hours``: capture times in hours (NaN unknown); default read from EXIF."""
     method = resolve_method(predictor, method)
@@ -95,6 +98,9 @@ def locate_album(predictor, paths: Sequence[str], method: str = "auto", top_k: i
     probs = predictor.model.predict_proba(emb[good])
     if method == "average":
         out = average_probs(probs[None], np.ones((1, len(good)), bool))[0]
+    elif method == "fuse":
+        unit = emb[good] / np.maximum(np.linalg.norm(emb[good], axis=1, keepdims=True), 1e-12)
+        out = np.repeat(predictor.model.predict_proba(unit.mean(0, keepdims=True)), len(good), axis=0)
     else:
         out = album_model_for(predictor).predict_proba(emb[good][None], probs[None], hours[good][None],
                                                        base=predictor.model)[0]

@@ -70,6 +70,17 @@ def test_average_gives_one_answer_and_an_album_of_one_is_the_single_answer(model
         assert alone[key] == single[key]
 
 
+def test_fuse_is_same_place_fusion_for_every_photo(models, capsys):
+    with_album, _, album = models
+    code, out, err = _run(capsys, ["locate", "--album", "--album-method", "fuse", str(album), "--model",
+                                   str(with_album), "--json"])
+    assert code == 0 and "mean embedding" in err
+    answers = json.loads(out)
+    code, out, _ = _run(capsys, ["locate", "--same-place", str(album), "--model", str(with_album), "--json"])
+    (fused,) = json.loads(out)
+    assert len(answers) == 3 and all((a["lat"], a["lon"]) == (fused["lat"], fused["lon"]) for a in answers)
+
+
 def test_album_options_fail_with_one_line(models, capsys):
     with_album, plain, album = models
     code, _, err = _run(capsys, ["locate", "--album", "--same-place", str(album), "--model", str(with_album)])

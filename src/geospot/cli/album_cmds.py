@@ -23,9 +23,10 @@ def register(sub) -> None:
         g.add_argument("--album", action="store_true",
                        help="all inputs are one album (a trip, in capture-time order): each photo is answered "
                             "with the others' context")
-        g.add_argument("--album-method", choices=["auto", "model", "average"], default="auto",
+        g.add_argument("--album-method", choices=["auto", "model", "average", "fuse"], default="auto",
                        help="model: the album model stored with --model; average: mean probabilities over the "
-                            "album; auto: model when there is one (default)")
+                            "album; fuse: the answer for the album's mean embedding, for every photo; "
+                            "auto: model when there is one, else average (default)")
         core_locate = locate.get_default("func")
         locate.set_defaults(func=lambda args: cmd_locate(args, core_locate))
     if train is not None:
@@ -75,7 +76,8 @@ def cmd_locate(args, core_locate) -> int:
         except (CheckpointError, FileNotFoundError, OnnxVerificationError, OnnxRecordMissing, AlbumError) as exc:
             raise SystemExit(f"error: {exc}")
         n_ok = sum(isinstance(r, Prediction) for r in results)
-        what = "the album model" if method == "model" else "probabilities averaged over the album"
+        what = {"model": "the album model", "average": "probabilities averaged over the album",
+                "fuse": "the album's mean embedding"}[method]
         print(f"album of {n_ok} photo(s), answered with {what}", file=sys.stderr)
     results = list(results) + list(missing)
     if args.json:

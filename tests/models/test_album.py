@@ -58,7 +58,8 @@ def _torch_probs(net, emb, probs, hours, mask):
     from geospot.models.album import photo_features
 
     dt, st = pair_biases(hours, mask)
-    args = [torch.from_numpy(np.asarray(x, np.float32)) for x in (emb, probs, photo_features(hours, mask, probs), dt, st)]
+    feats = photo_features(hours, mask, probs)
+    args = [torch.from_numpy(np.asarray(x, np.float32)) for x in (emb, probs, feats, dt, st)]
     with torch.no_grad():
         z = net(*args, torch.from_numpy(mask), _Base.torch)
     return (torch.softmax(z, -1) * torch.from_numpy(mask)[..., None]).numpy()

@@ -107,7 +107,8 @@ def pad_albums(albums: list[np.ndarray], fill: float = 0.0) -> tuple[np.ndarray,
         raise AlbumError("no albums given")
     n = max(len(a) for a in albums)
     first = np.asarray(albums[0])
-    out = np.full((len(albums), n) + first.shape[1:], fill, dtype=first.dtype if first.dtype.kind == "f" else np.float64)
+    dtype = first.dtype if first.dtype.kind == "f" else np.float64
+    out = np.full((len(albums), n) + first.shape[1:], fill, dtype=dtype)
     mask = np.zeros((len(albums), n), bool)
     for i, a in enumerate(albums):
         out[i, :len(a)] = a
@@ -191,7 +192,8 @@ class NumpyAlbumModel:
         x = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
         sim = x @ x.transpose(0, 2, 1)  # cosine similarity of the photos: the same scene, or not
         dt, steps = pair_biases(hours, mask)
-        h = probs @ w["in_probs.weight"].T + photo_features(hours, mask, probs) @ w["in_feat.weight"].T + w["in_feat.bias"]
+        feats = photo_features(hours, mask, probs)
+        h = probs @ w["in_probs.weight"].T + feats @ w["in_feat.weight"].T + w["in_feat.bias"]
         if "in_emb.weight" in w:
             h = h + x @ w["in_emb.weight"].T
         h = _ln(h, w["in_norm.weight"], w["in_norm.bias"])
@@ -260,7 +262,8 @@ def weight_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
 
 def check_meta(meta, where: str) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise AlbumError(f"{where}: not a geospot album model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise AlbumError(f"{where}: not a geospot album model (format {found!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise AlbumError(f"{where}: format_version {meta.get('format_version')!r}; this geospot reads {FORMAT_VERSION}")
     for key in ("embed_dim", "num_cells", "d_model", "n_layers", "n_heads", "ff"):

@@ -84,6 +84,13 @@ def table(folds: list[dict], protocol: str) -> None:
                  "GeoScore [95% CI]", "vs single (paired)"], rows,
                 title=f"\n{protocol}: per-photo answers on synthetic trips ({len(trip)} photo answers, "
                       f"{len(set(trip.tolist()))} trips)")
+    if "err:album model" in fs[0]:
+        from geospot.eval.bootstrap import describe_paired
+
+        model = np.concatenate([f["err:album model"] for f in fs])
+        for other in ("average probs", "average embeddings"):
+            e = np.concatenate([f[f"err:{other}"] for f in fs])
+            print(f"album model {describe_paired(other, paired_geoscore(model, e, trip))} (paired, over trips)")
     if protocol == "cross":
         per = [[f["name"], len(set(f["trip"].tolist()))] + [f"{error_metrics(f[f'err:{m}'])['geoscore']:.0f}"
                                                             for m in METHODS if f"err:{m}" in f] for f in fs]

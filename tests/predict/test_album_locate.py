@@ -46,7 +46,8 @@ def _run(capsys, argv):
 
 def test_locate_album_answers_every_photo_with_the_album_model(models, capsys):
     with_album, _, album = models
-    code, out, err = _run(capsys, ["locate", "--album", str(album), "--model", str(with_album), "--json"])
+    code, out, err = _run(capsys, ["locate", "--album", "--album-method", "model", str(album), "--model",
+                                   str(with_album), "--json"])
     assert code == 0, err
     answers = json.loads(out)
     assert [Path(a["path"]).name for a in answers] == ["p0.jpg", "p1.jpg", "p2.jpg"]  # input order
@@ -56,12 +57,14 @@ def test_locate_album_answers_every_photo_with_the_album_model(models, capsys):
 
 def test_average_gives_one_answer_and_an_album_of_one_is_the_single_answer(models, capsys):
     _, plain, album = models
-    code, out, err = _run(capsys, ["locate", "--album", str(album), "--model", str(plain), "--json"])
-    assert code == 0 and "averaged" in err  # auto: no album model -> averaging
+    code, out, err = _run(capsys, ["locate", "--album", "--album-method", "average", str(album), "--model",
+                                   str(plain), "--json"])
+    assert code == 0 and "averaged" in err
     answers = json.loads(out)
     assert len({(a["lat"], a["lon"]) for a in answers}) == 1
     photo = str(album / "p1.jpg")
-    code, out, _ = _run(capsys, ["locate", "--album", photo, "--model", str(plain), "--json"])
+    code, out, _ = _run(capsys, ["locate", "--album", "--album-method", "average", photo, "--model", str(plain),
+                                 "--json"])
     assert code == 0
     (alone,) = json.loads(out)
     code, out, _ = _run(capsys, ["locate", photo, "--model", str(plain), "--json"])
@@ -72,8 +75,7 @@ def test_average_gives_one_answer_and_an_album_of_one_is_the_single_answer(model
 
 def test_fuse_is_same_place_fusion_for_every_photo(models, capsys):
     with_album, _, album = models
-    code, out, err = _run(capsys, ["locate", "--album", "--album-method", "fuse", str(album), "--model",
-                                   str(with_album), "--json"])
+    code, out, err = _run(capsys, ["locate", "--album", str(album), "--model", str(with_album), "--json"])
     assert code == 0 and "mean embedding" in err
     answers = json.loads(out)
     code, out, _ = _run(capsys, ["locate", "--same-place", str(album), "--model", str(with_album), "--json"])
@@ -92,7 +94,8 @@ def test_album_options_fail_with_one_line(models, capsys):
     good = (with_album / "album.json").read_text()
     (with_album / "album.json").write_text("{not json")
     try:
-        code, _, err = _run(capsys, ["locate", "--album", str(album), "--model", str(with_album)])
+        code, _, err = _run(capsys, ["locate", "--album", "--album-method", "model", str(album), "--model",
+                                     str(with_album)])
         assert code == 2 and "album.json" in err and err.count("\n") == 1
     finally:
         (with_album / "album.json").write_text(good)
@@ -100,7 +103,8 @@ def test_album_options_fail_with_one_line(models, capsys):
     bad = album.parent / "trip_bad"
     shutil.copytree(album, bad)
     (bad / "broken.jpg").write_bytes(b"not a jpeg")
-    code, out, err = _run(capsys, ["locate", "--album", str(bad), "--model", str(plain), "--json"])
+    code, out, err = _run(capsys, ["locate", "--album", "--album-method", "average", str(bad), "--model",
+                                   str(plain), "--json"])
     assert code == 1 and "1 of 4 inputs failed" in err
     assert sum("error" in a for a in json.loads(out)) == 1
 
@@ -133,11 +137,14 @@ def test_geotag_album_by_uses_the_album_model(models, tmp_path, capsys):
 
     with_album, plain, album = models
     paths = sorted(str(p) for p in album.glob("*.jpg"))
-    per_photo = geotag_album(Predictor.load(with_album), paths, "auto")
+    per_photo = geotag_album(Predictor.load(with_album), paths, "model")
     assert [r.path for r in per_photo] == paths  # one answer per photo
-    (fused,) = geotag_album(Predictor.load(plain), paths, "auto")  # no album model: one fused answer
+    (fused,) = geotag_album(Predictor.load(with_album), paths, "fuse")  # one fused answer
     assert fused.paths == paths
+    with pytest.raises(SystemExit, match="has no album model"):
+        geotag_album(Predictor.load(plain), paths, "model")
     code, _, err = _run(capsys, ["geotag", str(album), "--model", str(with_album), "--album-by", "folder",
+                                 "--album-method", "model",
                                  "--dry-run", "--report", str(tmp_path / "rep"), "--log", str(tmp_path / "log.csv")])
     assert code == 0, err
     with open(tmp_path / "rep" / "proposals.csv", newline="") as fh:
@@ -165,7 +172,7 @@ def test_locate_album_runs_without_torch(models):
     with_album, _, album = models
     EncoderRuntime("tiny", backend="onnx")  # the ONNX export exists (made once, with torch)
     src = str(Path(__file__).resolve().parents[2] / "src")
-    argv = ["locate", "--album", str(album), "--model", str(with_album), "--json"]
+    argv = ["locate", "--album", "--album-method", "model", str(album), "--model", str(with_album), "--json"]
     proc = subprocess.run([sys.executable, "-c", _LOCATE.format(argv=argv)], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=src), timeout=300)
     info = json.loads(proc.stderr.strip().splitlines()[-1])

@@ -11,9 +11,9 @@ through the `Predictor`, the album model from the model directory. Methods:
 - ``model``: the album model stored with the model (``album.json``), which
   weighs the other photos by their time gap and content and answers per photo;
 
-The default is ``fuse``: it measured best on synthetic trips within 300 km
-(docs/methods.md, "Albums"); the album model beats probability averaging
-but not fusion there, and is for trips whose photos are far apart in time.
+- ``auto`` (default): ``model`` when the model has one, else ``fuse``. The
+  album model tied with fusion in-collection and beat it cross-collection
+  (docs/methods.md, "Albums").
 
 Photos are put in time order (EXIF ``DateTimeOriginal``, else ``DateTime``;
 photos without a time follow in input order); answers come back in input
@@ -29,7 +29,7 @@ import numpy as np
 from geospot.models.album import AlbumError, average_probs, load_album
 from geospot.predict import Prediction, PredictionError
 
-ALBUM_METHODS = ("model", "average", "fuse")
+ALBUM_METHODS = ("auto", "model", "average", "fuse")
 
 
 def capture_hours(paths: Sequence[str]) -> np.ndarray:
@@ -67,7 +67,7 @@ def album_model_for(predictor):
 
 
 def resolve_method(predictor, method: str) -> str:
-    """The method, checked: `AlbumError` when ``model`` is asked of a model without one."""
+    """``auto`` -> ``model`` or ``fuse``; `AlbumError` when ``model`` is asked of a model without one."""
     if method not in ALBUM_METHODS:
         raise AlbumError(f"album method must be one of {', '.join(ALBUM_METHODS)}, got {method!r}")
     if not hasattr(predictor.model, "cells") or not hasattr(predictor, "predict_probs"):
@@ -76,10 +76,12 @@ def resolve_method(predictor, method: str) -> str:
         where = getattr(predictor.model, "root", "the model")
         raise AlbumError(f"{where}: has no album model (album.json); train one with "
                          "`geospot train ... --album-model`, or use --album-method fuse or average")
+    if method == "auto":
+        return "model" if album_model_for(predictor) is not None else "fuse"
     return method
 
 
-def locate_album(predictor, paths: Sequence[str], method: str = "fuse", top_k: int = 5, hours=None,
+def locate_album(predictor, paths: Sequence[str], method: str = "auto", top_k: int = 5, hours=None,
                  batch_size: int = 16) -> tuple[list[Prediction | PredictionError], str]:
     """One answer per photo of one album, in input order, and the method used (``model``, ``average``, ``fuse``).
 
@@ -109,12 +111,12 @@ def locate_album(predictor, paths: Sequence[str], method: str = "fuse", top_k: i
     return [by_index.get(i, outcomes[i]) for i in range(len(paths))], method
 
 
-def geotag_album(predictor, paths: Sequence[str], method: str = "fuse", top_k: int = 5):
-    """`geotag --album-by`: per-photo answers from the album model (``model``), or one fused answer for the
-    album (``fuse``: the mean embedding, as `locate --same-place`)."""
-    if method == "model":
-        try:
+def geotag_album(predictor, paths: Sequence[str], method: str = "auto", top_k: int = 5):
+    """`geotag --album-by`: per-photo answers from the album model (``model``; ``auto`` when the model has
+    one), or one fused answer for the album (``fuse``: the mean embedding, as `locate --same-place`)."""
+    try:
+        if resolve_method(predictor, method) == "model":
             return locate_album(predictor, paths, method="model", top_k=top_k)[0]
-        except AlbumError as exc:
-            raise SystemExit(f"error: {exc}") from None
+    except AlbumError as exc:
+        raise SystemExit(f"error: {exc}") from None
     return predictor.predict(paths, top_k=top_k, same_place=True)

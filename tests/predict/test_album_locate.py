@@ -76,7 +76,10 @@ def test_average_gives_one_answer_and_an_album_of_one_is_the_single_answer(model
 def test_fuse_is_same_place_fusion_for_every_photo(models, capsys):
     with_album, _, album = models
     code, out, err = _run(capsys, ["locate", "--album", str(album), "--model", str(with_album), "--json"])
-    assert code == 0 and "mean embedding" in err
+    assert code == 0 and "the album model" in err  # auto: the album model when there is one
+    _, plain, _ = models
+    code, out, err = _run(capsys, ["locate", "--album", str(album), "--model", str(plain), "--json"])
+    assert code == 0 and "mean embedding" in err  # auto: else fuse
     answers = json.loads(out)
     code, out, _ = _run(capsys, ["locate", "--same-place", str(album), "--model", str(with_album), "--json"])
     (fused,) = json.loads(out)
@@ -141,10 +144,11 @@ def test_geotag_album_by_uses_the_album_model(models, tmp_path, capsys):
     assert [r.path for r in per_photo] == paths  # one answer per photo
     (fused,) = geotag_album(Predictor.load(with_album), paths, "fuse")  # one fused answer
     assert fused.paths == paths
+    assert [r.path for r in geotag_album(Predictor.load(with_album), paths, "auto")] == paths
+    assert len(geotag_album(Predictor.load(plain), paths, "auto")) == 1
     with pytest.raises(SystemExit, match="has no album model"):
         geotag_album(Predictor.load(plain), paths, "model")
     code, _, err = _run(capsys, ["geotag", str(album), "--model", str(with_album), "--album-by", "folder",
-                                 "--album-method", "model",
                                  "--dry-run", "--report", str(tmp_path / "rep"), "--log", str(tmp_path / "log.csv")])
     assert code == 0, err
     with open(tmp_path / "rep" / "proposals.csv", newline="") as fh:

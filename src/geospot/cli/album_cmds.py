@@ -1,9 +1,9 @@
 """Album options of `geospot locate`, `geospot train` and `geospot geotag` (PlaNet's albums).
 
-    geospot locate --album trip/ --album-method model    # one answer per photo, with the trip's context
-    geospot locate --album a.jpg b.jpg                   # every photo: the album's mean embedding (fuse)
+    geospot locate --album trip/                         # per photo, with the trip's context (album model, else fuse)
+    geospot locate --album a.jpg b.jpg --album-method fuse   # every photo: the album's mean embedding
     geospot train data.csv --out model --album-model     # also train the album model (album.json)
-    geospot geotag ~/Pictures --album-by time --album-method model
+    geospot geotag ~/Pictures --album-by time            # the album model when the model has one
 
 Like `scale_cmds`, this module adds options to verbs that `core` and
 `geotag_cmds` define and takes over only when they are used.
@@ -23,10 +23,10 @@ def register(sub) -> None:
         g.add_argument("--album", action="store_true",
                        help="all inputs are one album (a trip, in capture-time order): each photo is answered "
                             "with the others' context")
-        g.add_argument("--album-method", choices=["fuse", "model", "average"], default=None,
-                       help="fuse: the answer for the album's mean embedding, for every photo (default; best "
-                            "on trips within a few hundred km); model: the album model stored with --model, "
-                            "per photo; average: mean probabilities over the album")
+        g.add_argument("--album-method", choices=["auto", "model", "fuse", "average"], default=None,
+                       help="model: the album model stored with --model, per photo; fuse: the answer for the "
+                            "album's mean embedding, for every photo; average: mean probabilities over the "
+                            "album; auto (default): model when the model has one, else fuse")
         core_locate = locate.get_default("func")
         locate.set_defaults(func=lambda args: cmd_locate(args, core_locate))
     if train is not None:
@@ -40,9 +40,10 @@ def register(sub) -> None:
         core_train = train.get_default("func")
         train.set_defaults(func=lambda args: cmd_train(args, core_train))
     if geotag is not None:
-        geotag.add_argument("--album-method", choices=["fuse", "model"], default="fuse",
-                            help="--album-by: fuse = one answer per album from the mean embedding (default); "
-                                 "model = per-photo answers from the album model stored with --model")
+        geotag.add_argument("--album-method", choices=["auto", "model", "fuse"], default="auto",
+                            help="--album-by: model = per-photo answers from the album model stored with --model; "
+                                 "fuse = one answer per album from the mean embedding; auto (default): model "
+                                 "when the model has one, else fuse")
 
 
 def cmd_locate(args, core_locate) -> int:
@@ -72,7 +73,7 @@ def cmd_locate(args, core_locate) -> int:
             options = {"estimate": args.estimate} if args.estimate else {}
             predictor = Predictor.load(args.model, backend=args.backend, device=args.device,
                                        precision=args.precision, **options)
-            results, method = locate_album(predictor, files, method=args.album_method or "fuse",
+            results, method = locate_album(predictor, files, method=args.album_method or "auto",
                                            top_k=args.top_k)
         except (CheckpointError, FileNotFoundError, OnnxVerificationError, OnnxRecordMissing, AlbumError) as exc:
             raise SystemExit(f"error: {exc}")

@@ -207,22 +207,29 @@ class Predictor:
         return [by_index.get(i, outcomes[i]) for i in range(len(paths))]
 
     def predict_embeddings(self, emb: np.ndarray, names: Sequence[str], top_k: int = 5) -> list[Prediction]:
-        """Cell probabilities -> `Prediction`s (no I/O; used by `predict`)."""
+        """Embeddings -> `Prediction`s (no I/O; used by `predict`)."""
+        return self.predict_probs(self.model.predict_proba(emb), names, top_k=top_k, emb=emb)
+
+    def predict_probs(self, probs: np.ndarray, names: Sequence[str], top_k: int = 5,
+                      emb: np.ndarray | None = None) -> list[Prediction]:
+        """Raw cell probabilities [B, C] (e.g. an album model's) -> `Prediction`s (no I/O).
+        ``emb`` (the photos' embeddings) lets a refiner, hybrid head and auxiliary heads answer too."""
         from geospot.models.hierarchy import hierarchy_probs
 
         from geospot.models.aux import aux_summary
         from geospot.models.methods import refined_points
 
         cells = self.model.cells
-        ans = self.model.answer_context().answer(self.model.predict_proba(emb), top_k=max(1, top_k),
-                                                 estimate=self.estimate)
-        # the model's hybrid head / refiner (trained with --hybrid / --refine) move the answer
-        r_lat, r_lon, refined = refined_points(self.model, emb, ans["probs"], ans["lat"], ans["lon"])
-        if refined:
-            ans["estimates"][refined] = (r_lat, r_lon)
-            ans["lat"], ans["lon"] = r_lat, r_lon
+        ans = self.model.answer_context().answer(probs, top_k=max(1, top_k), estimate=self.estimate)
+        refined, aux_probs = "", {}
         aux_model = getattr(self.model, "aux", None)
-        aux_probs = self.model.predict_aux(emb) if aux_model is not None else {}
+        if emb is not None:
+            # the model's hybrid head / refiner (trained with --hybrid / --refine) move the answer
+            r_lat, r_lon, refined = refined_points(self.model, emb, ans["probs"], ans["lat"], ans["lon"])
+            if refined:
+                ans["estimates"][refined] = (r_lat, r_lon)
+                ans["lat"], ans["lon"] = r_lat, r_lon
+            aux_probs = self.model.predict_aux(emb) if aux_model is not None else {}
         places = self._geocode(ans["lat"], ans["lon"])
         shares = getattr(self.model, "cell_shares", None)
         hier = hierarchy_probs(ans["probs"], shares) if shares is not None else ([[]] * len(names), [[]] * len(names))
@@ -255,7 +262,7 @@ class Predictor:
                     regions=hier[1][b],
                     estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
                     estimate=f"{self.estimate}+{refined}" if refined else self.estimate,
-                    aux=aux_summary(aux_probs, aux_model.specs, b) if aux_model is not None else {},
+                    aux=aux_summary(aux_probs, aux_model.specs, b) if aux_probs else {},
                     within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
                     probs=ans["probs"][b],
                 )

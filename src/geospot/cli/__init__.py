@@ -13,7 +13,7 @@ import sys
 from geospot import __version__
 
 _VERB_MODULES = ("core", "data_cmds", "explain_cmds", "geotag_cmds", "models_cmds", "serve_cmd",
-                 "scale_cmds", "methods_cmds")  # scale_cmds, methods_cmds extend core's verbs: after it
+                 "scale_cmds", "methods_cmds", "album_cmds")  # these extend core's verbs: after it
 
 
 def build_parser() -> argparse.ArgumentParser:

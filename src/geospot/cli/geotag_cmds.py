@@ -146,6 +146,10 @@ def _run(args) -> int:
                 predictor = Predictor.load(args.model)
             except (CheckpointError, FileNotFoundError) as exc:
                 raise SystemExit(f"error: {exc}")
+        if same_place and not args.same_place:  # an album (--album-by): the album model when there is one
+            from geospot.albums import geotag_album
+
+            return geotag_album(predictor, paths, getattr(args, "album_method", "fuse"), args.top_k)
         return predictor.predict(paths, top_k=args.top_k, same_place=same_place)
 
     grouping = "all" if args.same_place else args.album_by

@@ -149,3 +149,13 @@ def test_log_prob_cap_round_trips_and_is_validated():
     for bad in (1.0, float("nan"), "a", True):
         with pytest.raises(ValueError, match="log_prob_cap"):
             Calibration(log_prob_cap=bad)
+
+
+def test_radii_never_shrink_with_the_level_even_when_scales_cross():
+    f = _overconfident_fold(0)
+    flat = np.full_like(f.probs, 1.0 / f.probs.shape[1])  # mass everywhere: raw radii near half the globe
+    cal = Calibration(1.0, 0.0, 2000.0, radius_scale={"local_mean": {"50": 1.0, "90": 0.05}})
+    ans = AnswerContext(f.cells, f.support, cal, prior=f.prior).answer(flat[:20], levels=(0.5, 0.9))
+    assert np.all(ans["radius_km"][:, 1] >= ans["radius_km"][:, 0])
+    rev = AnswerContext(f.cells, f.support, cal, prior=f.prior).answer(flat[:20], levels=(0.9, 0.5))
+    assert np.all(rev["radius_km"][:, 0] >= rev["radius_km"][:, 1])

@@ -154,6 +154,11 @@ class AnswerContext:
         scale = self.calibration.scales_for(estimate, levels)
         within_scale = float(np.exp(np.mean(np.log(scale)))) if len(scale) else 1.0
         within_r = np.asarray(within_km, np.float64) / within_scale
+        radii = radius_km(w, self.support, h, lat, lon, levels) * scale[None, :]
+        # per-level scales can cross where the raw radii saturate at half the globe:
+        # a higher level's radius is never smaller than a lower level's
+        order = np.argsort(np.asarray(levels, np.float64), kind="stable")
+        radii[:, order] = np.maximum.accumulate(radii[:, order], axis=1)
         return {
             "probs": post.probs,
             "lat": lat,
@@ -162,7 +167,7 @@ class AnswerContext:
             "estimates": est,
             "top_idx": basic["top_idx"],
             "top_prob": basic["top_prob"],
-            "radius_km": radius_km(w, self.support, h, lat, lon, levels) * scale[None, :],
+            "radius_km": radii,
             "levels": tuple(levels),
             "within": mass_within(w, self.support, h, lat, lon, within_r) if len(within_r)
             else np.zeros((len(lat), 0)),

@@ -31,6 +31,7 @@ and of the hierarchical argmax (``geospot.models.hierarchy``).
 
     python benchmarks/bench_methods.py --encoder efficientnet-lite0
     python benchmarks/bench_methods.py --rows aux       # only the rows of the auxiliary heads
+    python benchmarks/bench_methods.py --rows albums    # only the album table (bench_albums.py alone)
 """
 from __future__ import annotations
 
@@ -257,8 +258,10 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-hybrid", action="store_true", help="skip the hybrid head (OSV-5M offsets)")
-    ap.add_argument("--rows", choices=["all", "aux"], default="all",
-                    help="aux: only the medoid, the default head and the auxiliary-head rows")
+    ap.add_argument("--rows", choices=["all", "aux", "albums"], default="all",
+                    help="aux: only the medoid, the default head and the auxiliary-head rows; albums: only the "
+                         "album table")
+    ap.add_argument("--album-epochs", type=int, default=10, help="album model epochs of the album table")
     ap.add_argument("--aux-hidden", type=int, default=512, help="hidden units of the MLP head of the aux rows "
                     "(0: no aux rows)")
     ap.add_argument("--aux-weight", type=float, default=0.2, help="loss weight of every auxiliary head")
@@ -272,7 +275,7 @@ def main() -> None:
     if args.load:
         return summarise_saved(Path(args.load), args.protocols, args.encoder)
     d = load_embeddings(args.emb, args.encoder)
-    for protocol in args.protocols:
+    for protocol in args.protocols if args.rows != "albums" else ():
         t0 = time.perf_counter()
         if protocol == "cross":
             splits = [(np.flatnonzero(d["collection"] != c), np.flatnonzero(d["collection"] == c))
@@ -291,6 +294,20 @@ def main() -> None:
         if args.only:
             continue
         report(folds, protocol, args.encoder)
+    if args.rows in ("all", "albums") and not args.only:
+        album_table(d, args)
+
+
+def album_table(d: dict, args) -> None:
+    """Albums (PlaNet) are scored per photo of synthetic trips, against single photos and averaging, so they
+    get their own table, from the same embeddings and protocols (`bench_albums.py` runs it alone)."""
+    from bench_albums import folds_for, run, table
+
+    opts = argparse.Namespace(seed=args.seed, epochs=args.album_epochs)
+    d = dict(d, location_id=np.asarray(d["location_id"]).astype(str))
+    for protocol in args.protocols:
+        folds = [run(d, protocol, name, tr, te, opts) for name, tr, te in folds_for(d, protocol, args.folds, args.seed)]
+        table(folds, protocol)
 
 
 def save_fold(fold: dict, path: Path) -> None:

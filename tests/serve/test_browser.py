@@ -86,14 +86,23 @@ def locate_in_page(driver, url: str, photos: list[str], screenshot: Path) -> dic
 
 
 def _hover_top_cell(driver) -> str:
-    """Hover the darkest shaded cell (drawn last, on top) and return its tooltip's text."""
+    """Hover a shaded cell (the biggest one in plain view) and return its tooltip's text."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    cells = driver.find_elements(By.CSS_SELECTOR, "#map path.cell-shaded")
-    best = max(cells, key=lambda el: el.size["width"] * el.size["height"])  # a big target is easy to hit
-    ActionChains(driver).move_to_element(best).perform()
+    # a shaded cell whose centre is on screen and not covered (by the estimate's marker and circles, or
+    # another cell): with a calibrated, spread-out answer many cells are shaded, some off the map's view
+    target = driver.execute_script("""
+        const cells = Array.from(document.querySelectorAll('#map path.cell-shaded'));
+        const hit = el => { const r = el.getBoundingClientRect();
+                            return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === el; };
+        const ok = cells.filter(hit);
+        ok.sort((a, b) => b.getBoundingClientRect().width * b.getBoundingClientRect().height
+                          - a.getBoundingClientRect().width * a.getBoundingClientRect().height);
+        return ok.length ? ok[0] : null;""")
+    assert target is not None, "no shaded cell can be hovered"
+    ActionChains(driver).move_to_element(target).perform()
     WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".leaflet-tooltip"))
     return driver.find_element(By.CSS_SELECTOR, ".leaflet-tooltip").text
 

@@ -10,7 +10,6 @@ Like `scale_cmds`, this module adds options to verbs that `core` and
 """
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -55,8 +54,9 @@ def cmd_locate(args, core_locate) -> int:
     from geospot.encoders.onnx_runtime import OnnxRecordMissing, OnnxVerificationError
     from geospot.models.album import AlbumError
     from geospot.models.checkpoint import CheckpointError
-    from geospot.predict import Prediction, Predictor, expand_paths, format_prediction
-    from geospot.viz.files import check_map_options, save_locate_maps
+    from geospot.cli.core import report_locate
+    from geospot.predict import Prediction, Predictor, expand_paths
+    from geospot.viz.files import check_map_options
 
     if args.same_place:
         raise SystemExit("error: --album and --same-place: give one (--same-place: one place, one answer; "
@@ -67,7 +67,7 @@ def cmd_locate(args, core_locate) -> int:
         raise SystemExit("error: --album needs a geospot model folder (--model DIR), not a pretrained model")
     files, missing = expand_paths(args.paths)
     check_map_options(args.map, args.map_dir, len(files), False)
-    results, method = [], None
+    results, method, predictor = [], None, None
     if files:
         try:
             options = {"estimate": args.estimate} if args.estimate else {}
@@ -81,19 +81,7 @@ def cmd_locate(args, core_locate) -> int:
         what = {"model": "the album model", "average": "probabilities averaged over the album",
                 "fuse": "the album's mean embedding"}[method]
         print(f"album of {n_ok} photo(s), answered with {what}", file=sys.stderr)
-    results = list(results) + list(missing)
-    if args.json:
-        print(json.dumps([dict(r.to_dict(), **({"album_method": method} if isinstance(r, Prediction) else {}))
-                          for r in results], indent=2, ensure_ascii=False))
-    else:
-        for r in results:
-            print(format_prediction(r))
-    if files:
-        save_locate_maps(results, predictor.model.cells, args.map, args.map_dir)
-    failed = [r for r in results if not isinstance(r, Prediction)]
-    if failed:
-        print(f"{len(failed)} of {len(results)} inputs failed", file=sys.stderr)
-    return 1 if failed or not results else 0
+    return report_locate(list(results) + list(missing), predictor, args, files, extra={"album_method": method})
 
 
 def cmd_train(args, core_train) -> int:

@@ -366,15 +366,15 @@ def _locate(sub) -> None:
 def cmd_locate(args) -> int:
     from geospot.encoders.onnx_runtime import OnnxRecordMissing, OnnxVerificationError
     from geospot.models.checkpoint import CheckpointError
-    from geospot.predict import Prediction, Predictor, expand_paths, format_prediction
+    from geospot.predict import Predictor, expand_paths
 
     files, missing = expand_paths(args.paths)
     if args.gallery and args.model != "geoclip":
         raise SystemExit("error: --gallery applies to --model geoclip only")
-    from geospot.viz.files import check_map_options, save_locate_maps
+    from geospot.viz.files import check_map_options
 
     check_map_options(args.map, args.map_dir, len(files), args.same_place)
-    results = []
+    results, predictor = [], None
     if files:  # nothing to answer: report the bad names without loading a model
 
         try:
@@ -391,9 +391,18 @@ def cmd_locate(args) -> int:
                 raise
             raise SystemExit(f"error: {exc}")
         results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place)
-    results = list(results) + list(missing)
+    return report_locate(list(results) + list(missing), predictor, args, files)
+
+
+def report_locate(results, predictor, args, files, extra: dict | None = None) -> int:
+    """Print `locate`'s answers (text or ``--json``, each answer's JSON with ``extra``), draw its maps;
+    the exit code: 1 if any input failed or none was answered."""
+    from geospot.predict import Prediction, format_prediction
+    from geospot.viz.files import save_locate_maps
+
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        print(json.dumps([dict(r.to_dict(), **(extra or {}) if isinstance(r, Prediction) else {})
+                          for r in results], indent=2, ensure_ascii=False))
     else:
         for r in results:
             print(format_prediction(r))

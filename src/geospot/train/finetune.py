@@ -386,6 +386,24 @@ def _restore(state: dict, encoder, head, optimizer) -> None:
 # ---------------------------------------------------------------------------- training
 
 
+def trainable_parts(model, config, device):
+    """(encoder, its unfrozen tail, a copy of the head, the model with that head, AdamW over both):
+    the set-up shared by one-process and distributed fine-tuning."""
+    encoder = build_encoder(model).to(device)
+    tail = _trainable(encoder, config.unfreeze)
+    head = copy.deepcopy(model.head).to(device)
+    work = with_head(model, head)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    encoder_params = [p for m in tail for p in m.parameters()]
+    for p in list(encoder_params) + list(head.parameters()):
+        p.requires_grad_(True)
+    groups = [{"params": list(head.parameters()), "lr": config.lr_head}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": config.lr_encoder})
+    return encoder, tail, head, work, torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
 def _trainable(encoder, unfreeze: int) -> list[torch.nn.Module]:
     blocks = list(encoder.blocks)
     if unfreeze > len(blocks):
@@ -477,21 +495,7 @@ def finetune(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    encoder = build_encoder(model).to(device)
-    tail = _trainable(encoder, config.unfreeze)
-    head = copy.deepcopy(model.head).to(device)
-    work = with_head(model, head)
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    encoder_params = [p for m in tail for p in m.parameters()]
-    for p in encoder_params:
-        p.requires_grad_(True)
-    for p in head.parameters():
-        p.requires_grad_(True)
-    groups = [{"params": list(head.parameters()), "lr": config.lr_head}]
-    if encoder_params:
-        groups.append({"params": encoder_params, "lr": config.lr_encoder})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    encoder, tail, head, work, optimizer = trainable_parts(model, config, device)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     mask = model_mask(model, config.mask)

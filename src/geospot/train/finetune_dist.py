@@ -30,7 +30,6 @@ never pickle) after every epoch; a rerun resumes from them on any number of rank
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import sys
@@ -48,8 +47,8 @@ from torch import nn
 from geospot.data.images import ImageError, open_image
 from geospot.train import dist
 from geospot.train.finetune import (STATE_FILE, FinetuneConfig, _fingerprint, _load_checkpoint, _restore,
-                                    _result_model, _row_rng, _save_checkpoint, _trainable, _evaluate, augment,
-                                    build_encoder, model_mask, model_preprocess, normalise_image, with_head)
+                                    _result_model, _row_rng, _save_checkpoint, _evaluate, augment, model_mask,
+                                    model_preprocess, normalise_image, trainable_parts)
 from geospot.train.stream import _GlobalBatchDropout, _step_seed
 
 __all__ = ["finetune_distributed"]
@@ -177,19 +176,7 @@ def finetune_distributed(model, df, config: FinetuneConfig | dict | None = None,
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
 
-    encoder = build_encoder(model).to(device)
-    tail = _trainable(encoder, config.unfreeze)
-    head = copy.deepcopy(model.head).to(device)
-    work = with_head(model, head)
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    encoder_params = [p for m in tail for p in m.parameters()]
-    for p in list(encoder_params) + list(head.parameters()):
-        p.requires_grad_(True)
-    groups = [{"params": list(head.parameters()), "lr": config.lr_head}]
-    if encoder_params:
-        groups.append({"params": encoder_params, "lr": config.lr_encoder})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    encoder, tail, head, work, optimizer = trainable_parts(model, config, device)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     mask, preprocess, cells = model_mask(model, config.mask), model_preprocess(model, encoder), model.cells

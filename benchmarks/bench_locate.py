@@ -7,7 +7,7 @@ the same ONNX file, decodes the photo (same preprocessing) and runs one forward
 pass. It alternates with `python -m geospot locate photo.jpg` (the full
 answer: model, head, estimates, reverse geocoding). Goal: <= 2x the floor.
 Warm floor: the best bare ONNX Runtime session (threads x spinning, batch 1)
-on a pre-decoded tensor, and the same plus decoding; alternated with
+on a pre-decoded tensor, and the same plus decoding; alternated in blocks with
 `Predictor.predict([photo])`. Goal: <= 1.3x the bare forward pass.
 The machine load is printed before and after (the machine may be shared).
 """
@@ -93,11 +93,15 @@ def main() -> None:
         if best is None or ms < best[0]:
             best = (ms, threads, spinning, s)
     _, threads, spinning, session = best
+    del s
+    # Alternated in blocks, not call by call: after a run, a session's spinning threads keep both
+    # cores busy for a while, so a call right after another session's run measures that contention
+    # (on 2 cores, Predictor.predict took 2.3x the bare forward call-by-call and 1.2x in blocks).
     bare, bare_decode, warm = [], [], []
-    for p in photos:
-        bare.append(_time(lambda: session.run(None, {"images": x})))
-        bare_decode.append(_time(lambda: session.run(None, {"images": prepare_image(p, pre)[None]})))
-        warm.append(_time(lambda: predictor.predict([p])))
+    for _ in range(3):
+        bare += [_time(lambda: session.run(None, {"images": x})) for _ in photos]
+        bare_decode += [_time(lambda: session.run(None, {"images": prepare_image(p, pre)[None]})) for p in photos]
+        warm += [_time(lambda: predictor.predict([p])) for p in photos]
 
     med = lambda v: statistics.median(v)  # noqa: E731
     ms = lambda v: f"{1000 * med(v):.1f}"  # noqa: E731

@@ -179,6 +179,14 @@ def make_session(model: bytes | str | os.PathLike, providers: list[str] | None =
     return ort.InferenceSession(model, sess_options=opts, providers=providers or ["CPUExecutionProvider"])
 
 
+def checked_batch(batch, name: str, size: int) -> np.ndarray:
+    """``batch`` as C-contiguous float32 ``[B, 3, size, size]``; a ValueError naming the encoder otherwise."""
+    batch = np.asarray(batch)
+    if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+        raise ValueError(f"{name} expects a batch [B, 3, {size}, {size}], got {list(batch.shape)}")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
 def run_session(session, batch: np.ndarray, micro_batch: int | None) -> np.ndarray:
     """`session` on `batch` [B, 3, S, S] -> float32 [B, D], in micro-batches when given."""
     if not micro_batch or len(batch) <= micro_batch:
@@ -229,10 +237,7 @@ class OnnxRuntime:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """float32 [B, 3, S, S] -> float32 [B, D]."""
-        batch = np.asarray(batch)
-        s = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
-            raise ValueError(f"{self.name} expects a batch [B, 3, {s}, {s}], got {list(batch.shape)}")
+        batch = checked_batch(batch, self.name, self.input_size)
         if batch.shape[0] == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        return run_session(self._session, np.ascontiguousarray(batch, dtype=np.float32), self.micro_batch)
+        return run_session(self._session, batch, self.micro_batch)

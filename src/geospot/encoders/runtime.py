@@ -30,6 +30,7 @@ from geospot.encoders.onnx_runtime import (
     PRECISIONS,
     OnnxRecordMissing,
     OnnxVerificationError,
+    checked_batch,
     make_session,
     micro_batch_for,
     onnx_path,
@@ -247,13 +248,9 @@ class EncoderRuntime:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """float32 [B, 3, S, S] (the output of `preprocess`, stacked) -> float32 [B, D] embeddings."""
-        batch = np.asarray(batch)
-        s = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
-            raise ValueError(f"{self.name} expects a batch [B, 3, {s}, {s}], got {list(batch.shape)}")
+        batch = checked_batch(batch, self.name, self.input_size)
         if batch.shape[0] == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self._session is not None:
             return run_session(self._session, batch, self.micro_batch)
         with torch.inference_mode(), _full_fp32():

@@ -33,7 +33,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -221,6 +221,52 @@ def augment(img: Image.Image, size: int, rng: np.random.Generator, config: Finet
     return out
 
 
+def iter_loaded(
+    batches: Sequence[Sequence[Any]],
+    load: Callable[[Any], np.ndarray],
+    workers: int = 2,
+    prefetch: int = 2,
+) -> Iterator[tuple[list[int], np.ndarray | None, dict[int, str]]]:
+    """Load each batch of keys with a thread pool, ``prefetch`` batches ahead of the consumer.
+
+    Yields ``(indices, array [b, ...] or None, errors)`` per batch: ``indices`` are the
+    positions within the batch of the keys that loaded, ``errors`` maps those that failed
+    (`ImageError`, ``OSError``, ``ValueError``) to the reason. Order is preserved, so
+    results do not depend on thread timing.
+    """
+    def safe(key):
+        try:
+            return load(key), None
+        except ImageError as exc:
+            return None, exc.reason
+        except (OSError, ValueError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geospot-load") as pool:
+        pending: deque = deque()
+        it = iter(batches)
+
+        def submit_next() -> None:
+            keys = next(it, None)
+            if keys is not None:
+                pending.append([pool.submit(safe, k) for k in keys])
+
+        for _ in range(max(1, prefetch)):
+            submit_next()
+        while pending:
+            futures = pending.popleft()
+            submit_next()
+            ok, arrays, errors = [], [], {}
+            for i, fut in enumerate(futures):
+                arr, reason = fut.result()
+                if reason is None:
+                    ok.append(i)
+                    arrays.append(arr)
+                else:
+                    errors[i] = reason
+            yield ok, (np.stack(arrays) if arrays else None), errors
+
+
 def iter_image_batches(
     items: Sequence[Any],
     load: Callable[[Any], np.ndarray],
@@ -228,46 +274,13 @@ def iter_image_batches(
     workers: int = 2,
     prefetch: int = 2,
 ) -> Iterator[tuple[list[int], np.ndarray | None, dict[int, str]]]:
-    """Load ``items`` in batches with a thread pool, ``prefetch`` batches ahead of the consumer.
-
-    Yields ``(positions, array [b, ...] or None, errors)`` per batch of ``batch_size``
-    items: ``positions`` index into ``items`` for the rows that loaded, ``errors``
-    maps the positions that failed (`ImageError`, ``OSError``, ``ValueError``) to
-    the reason. Order is preserved, so results do not depend on thread timing.
-    """
-    def safe(pos: int):
-        try:
-            return load(items[pos]), None
-        except ImageError as exc:
-            return None, exc.reason
-        except (OSError, ValueError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
+    """`iter_loaded` over ``items`` in batches of ``batch_size``: yields ``(positions, array
+    or None, errors)`` with ``positions`` (and the keys of ``errors``) indexing ``items``."""
     starts = range(0, len(items), batch_size)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geospot-load") as pool:
-        pending: deque = deque()
-        start_iter = iter(starts)
-
-        def submit_next() -> None:
-            start = next(start_iter, None)
-            if start is not None:
-                positions = list(range(start, min(start + batch_size, len(items))))
-                pending.append((positions, [pool.submit(safe, p) for p in positions]))
-
-        for _ in range(max(1, prefetch)):
-            submit_next()
-        while pending:
-            positions, futures = pending.popleft()
-            submit_next()
-            ok, arrays, errors = [], [], {}
-            for pos, fut in zip(positions, futures):
-                arr, reason = fut.result()
-                if reason is None:
-                    ok.append(pos)
-                    arrays.append(arr)
-                else:
-                    errors[pos] = reason
-            yield ok, (np.stack(arrays) if arrays else None), errors
+    batches = [range(s, min(s + batch_size, len(items))) for s in starts]
+    loaded = iter_loaded(batches, lambda pos: load(items[pos]), workers, prefetch)
+    for positions, (ok, arr, errors) in zip(batches, loaded):
+        yield [positions[i] for i in ok], arr, {positions[i]: r for i, r in errors.items()}
 
 
 def _row_rng(seed: int, epoch: int, row: int) -> np.random.Generator:

@@ -34,8 +34,6 @@ import json
 import math
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geospot.data.images import ImageError, open_image
+from geospot.data.images import open_image
 from geospot.train import dist
 from geospot.train.finetune import (STATE_FILE, FinetuneConfig, _fingerprint, _load_checkpoint, _restore,
                                     _result_model, _row_rng, _save_checkpoint, _evaluate, augment, model_mask,
-                                    model_preprocess, normalise_image, trainable_parts)
+                                    model_preprocess, normalise_image, trainable_parts, iter_loaded)
 from geospot.train.stream import _GlobalBatchDropout, _step_seed
 
 __all__ = ["finetune_distributed"]
@@ -113,43 +111,6 @@ def _gather_errors(local: dict[str, str], ctx: dist.Context) -> dict[str, str]:
     for out, s in zip(outs, sizes):
         merged.update(json.loads(out[:int(s)].cpu().numpy().tobytes().decode("utf-8")))
     return merged
-
-
-def _iter_local(batches: list[np.ndarray], load, workers: int, prefetch: int = 2):
-    """This rank's rows of each global batch, loaded by a thread pool `prefetch` batches ahead.
-
-    Yields ``(loaded positions in the rank's slice, array or None, {position: reason})``."""
-    def safe(row: int):
-        try:
-            return load(int(row)), None
-        except ImageError as exc:
-            return None, exc.reason
-        except (OSError, ValueError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geospot-ft") as pool:
-        pending: deque = deque()
-        it = iter(batches)
-
-        def submit() -> None:
-            rows = next(it, None)
-            if rows is not None:
-                pending.append([pool.submit(safe, r) for r in rows])
-
-        for _ in range(max(1, prefetch)):
-            submit()
-        while pending:
-            futures = pending.popleft()
-            submit()
-            ok, arrays, errors = [], [], {}
-            for i, fut in enumerate(futures):
-                arr, reason = fut.result()
-                if reason is None:
-                    ok.append(i)
-                    arrays.append(arr)
-                else:
-                    errors[i] = reason
-            yield ok, (np.stack(arrays) if arrays else None), errors
 
 
 def finetune_distributed(model, df, config: FinetuneConfig | dict | None = None, run_dir="finetune.run", *,
@@ -267,7 +228,7 @@ def _epoch(epoch, config, df, bad_rows, net, encoder, tail, head, optimizer, bas
     _train_modes(encoder, tail, head)
     new_bad: dict[str, str] = {}
     total, seen = 0.0, 0
-    loader = _iter_local(local, lambda row: load_train(row, epoch), config.workers)
+    loader = iter_loaded(local, lambda row: load_train(int(row), epoch), config.workers)
     for step, (batch, (ok, x, errors)) in enumerate(zip(batches, loader)):
         positions = torch.arange(rank, len(batch), world)
         for i, reason in errors.items():

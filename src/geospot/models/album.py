@@ -283,7 +283,7 @@ def load_album(model_dir, cells_hash: str | None = None, num_cells: int | None =
     damaged or belongs to other cells (retrain it: `geospot train ... --album-model`)."""
     from safetensors.numpy import load_file
 
-    from geospot.models.validate import read_json_bounded
+    from geospot.models.validate import read_json_bounded, shape_problems
 
     root = Path(model_dir)
     path = root / ALBUM_JSON
@@ -306,10 +306,7 @@ def load_album(model_dir, cells_hash: str | None = None, num_cells: int | None =
     except Exception as exc:  # safetensors raises several types for damaged files
         raise AlbumError(f"{wpath}: corrupt or unreadable safetensors file: {exc}") from None
     want_shapes = weight_shapes(meta)
-    problems = [f"missing '{k}'" for k in want_shapes if k not in state]
-    problems += [f"unexpected '{k}'" for k in state if k not in want_shapes]
-    problems += [f"'{k}' has shape {list(state[k].shape)}, album.json implies {list(s)}"
-                 for k, s in want_shapes.items() if k in state and tuple(state[k].shape) != s]
+    problems = shape_problems({k: v.shape for k, v in state.items()}, want_shapes, ALBUM_JSON)
     if problems:
         raise AlbumError(f"{wpath}: does not match {ALBUM_JSON}: " + "; ".join(problems))
     weights = {k: np.asarray(v, np.float32) for k, v in state.items()}

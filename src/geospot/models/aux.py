@@ -198,10 +198,9 @@ def read_aux(root: Path, config: dict, feature_dim: int) -> AuxHeadsNumpy | None
     for s in specs:
         want[f"{s.name}.weight"] = (len(s.classes), feature_dim)
         want[f"{s.name}.bias"] = (len(s.classes),)
-    problems = [f"missing tensor '{k}'" for k in want if k not in state]
-    problems += [f"unexpected tensor '{k}'" for k in state if k not in want]
-    problems += [f"'{k}' has shape {list(state[k].shape)}, config.json implies {list(v)}"
-                 for k, v in want.items() if k in state and tuple(state[k].shape) != v]
+    from geospot.models.validate import shape_problems
+
+    problems = shape_problems({k: v.shape for k, v in state.items()}, want)
     if problems:
         raise CheckpointError(f"{path}: does not match the auxiliary heads in config.json: " + "; ".join(problems))
     weights = {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}

@@ -32,7 +32,7 @@ import numpy as np
 # torch is imported where it is used: reading a config and the cells (`read_config`,
 # `load_cells`) is torch-free, which the NumPy prediction path relies on.
 from geospot.models.validate import (check_finite, clean_stale_temp_dirs, read_json_bounded,
-                                     safetensors_shapes)
+                                     safetensors_shapes, shape_problems)
 
 FORMAT = "geospot-model"
 FORMAT_VERSION = 1
@@ -449,6 +449,14 @@ def _load_head_weights(head: GeoCellHead, path: Path) -> None:
     head.eval()
 
 
+def head_shapes(head_cfg: dict) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a head as config.json's ``head`` describes it (linear or one hidden layer)."""
+    d, c, h = head_cfg["embed_dim"], head_cfg["num_cells"], head_cfg["hidden"]
+    if h > 0:
+        return {"hidden_layer.weight": (h, d), "hidden_layer.bias": (h,), "out.weight": (c, h), "out.bias": (c,)}
+    return {"out.weight": (c, d), "out.bias": (c,)}
+
+
 def _check_head_header(path: Path, head_cfg: dict) -> None:
     """The head shapes config.json implies must be those stored in the file (read from its header only)."""
     if not path.is_file():
@@ -457,14 +465,7 @@ def _check_head_header(path: Path, head_cfg: dict) -> None:
         stored = safetensors_shapes(path)
     except (OSError, ValueError) as exc:
         raise CheckpointError(str(exc)) from None
-    d, c, h = head_cfg["embed_dim"], head_cfg["num_cells"], head_cfg["hidden"]
-    want = ({"hidden_layer.weight": (h, d), "hidden_layer.bias": (h,), "out.weight": (c, h), "out.bias": (c,)}
-            if h > 0 else {"out.weight": (c, d), "out.bias": (c,)})
-    got = {k: v[1] for k, v in stored.items()}
-    problems = [f"missing tensor '{k}'" for k in want if k not in got]
-    problems += [f"unexpected tensor '{k}'" for k in got if k not in want]
-    problems += [f"'{k}' has shape {list(got[k])}, config.json implies {list(v)}"
-                 for k, v in want.items() if k in got and got[k] != v]
+    problems = shape_problems({k: v[1] for k, v in stored.items()}, head_shapes(head_cfg))
     if problems:
         raise CheckpointError(f"{path}: does not match the head described in config.json: " + "; ".join(problems))
 

@@ -20,9 +20,11 @@ from geospot.models.checkpoint import (
     HEAD_FILE,
     CheckpointError,
     default_model_dir,
+    head_shapes,
     load_cells,
     read_config,
 )
+from geospot.models.validate import shape_problems
 
 TRAIN_PLACES_FILE = "train_places.safetensors"  # written by geospot.pipeline.save_model
 _CHUNK = 8192
@@ -103,13 +105,6 @@ class NumpyGeoModel(AnswersMixin):
                 f"{self.cells.scheme}, hidden={self.hidden}, normalize={self.normalize})")
 
 
-def _head_shapes(head: dict) -> dict[str, tuple[int, ...]]:
-    d, c, h = head["embed_dim"], head["num_cells"], head["hidden"]
-    if h:
-        return {"hidden_layer.weight": (h, d), "hidden_layer.bias": (h,), "out.weight": (c, h), "out.bias": (c,)}
-    return {"out.weight": (c, d), "out.bias": (c,)}
-
-
 def _load_head(path: Path, head: dict) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
@@ -119,11 +114,8 @@ def _load_head(path: Path, head: dict) -> dict[str, np.ndarray]:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for truncated/garbled files
         raise CheckpointError(f"{path}: corrupt or unreadable safetensors file (head weights): {exc}") from exc
-    expected = _head_shapes(head)
-    problems = [f"missing tensor '{k}'" for k in expected if k not in state]
-    problems += [f"unexpected tensor '{k}'" for k in state if k not in expected]
-    problems += [f"'{k}' has shape {list(state[k].shape)}, config.json implies {list(v)}"
-                 for k, v in expected.items() if k in state and tuple(state[k].shape) != v]
+    expected = head_shapes(head)
+    problems = shape_problems({k: v.shape for k, v in state.items()}, expected)
     problems += [f"'{k}' has non-float dtype {state[k].dtype}"
                  for k in expected if k in state and state[k].dtype.kind != "f"]
     if problems:

@@ -24,6 +24,16 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
                 "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
+def shape_problems(got: dict[str, tuple], want: dict[str, tuple], source: str = "config.json") -> list[str]:
+    """What differs between stored tensor shapes ``got`` and the shapes ``source`` implies
+    (missing, unexpected, wrong shape), one phrase each; empty when they match."""
+    problems = [f"missing tensor '{k}'" for k in want if k not in got]
+    problems += [f"unexpected tensor '{k}'" for k in got if k not in want]
+    problems += [f"'{k}' has shape {list(got[k])}, {source} implies {list(v)}"
+                 for k, v in want.items() if k in got and tuple(got[k]) != tuple(v)]
+    return problems
+
+
 def read_json_bounded(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
     """Parse a small JSON file; refuse huge files and deep nesting before the parser recurses."""
     size = path.stat().st_size

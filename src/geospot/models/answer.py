@@ -25,7 +25,7 @@ import numpy as np
 
 from geospot.models.calibration import Calibration
 from geospot.models.distribution import (
-    Support, cell_expectations, cell_prior, mass_within, mixture_weights, radius_km, support_from_cells,
+    Support, cell_expectations, cell_prior, mixture_weights, radii_and_within, support_from_cells,
 )
 from geospot.models.estimate import DEFAULT_LOCAL_KM, point_estimates
 
@@ -154,7 +154,8 @@ class AnswerContext:
         scale = self.calibration.scales_for(estimate, levels)
         within_scale = float(np.exp(np.mean(np.log(scale)))) if len(scale) else 1.0
         within_r = np.asarray(within_km, np.float64) / within_scale
-        radii = radius_km(w, self.support, h, lat, lon, levels) * scale[None, :]
+        radii, within = radii_and_within(w, self.support, h, lat, lon, levels, within_r)
+        radii = radii * scale[None, :]
         # per-level scales can cross where the raw radii saturate at half the globe:
         # a higher level's radius is never smaller than a lower level's
         order = np.argsort(np.asarray(levels, np.float64), kind="stable")
@@ -169,7 +170,6 @@ class AnswerContext:
             "top_prob": basic["top_prob"],
             "radius_km": radii,
             "levels": tuple(levels),
-            "within": mass_within(w, self.support, h, lat, lon, within_r) if len(within_r)
-            else np.zeros((len(lat), 0)),
+            "within": within,
             "within_km": tuple(within_km),
         }

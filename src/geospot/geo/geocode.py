@@ -124,7 +124,7 @@ def _countries(lat, lon, xyz, gaz: Gazetteer, nearest=None) -> np.ndarray:
         close = np.where(_chord2(gaz, nearest, xyz) < bound * bound, nearest, -1)
     small = np.flatnonzero(close >= 0)
     small = small[_point_sized()[close[small]]]
-    code[small] = gaz.country_code[close[small]]
+    code[small] = gaz.codes(close[small])
     # Outside every outline: the nearest place's country, if it is close.
     sea = np.flatnonzero(code == "")
     if sea.size:
@@ -133,7 +133,7 @@ def _countries(lat, lon, xyz, gaz: Gazetteer, nearest=None) -> np.ndarray:
             j = gaz.nearest(lat[sea], lon[sea], xyz[sea], within_chord=bound)
         else:
             j = np.where(_chord2(gaz, nearest[sea], xyz[sea]) <= bound * bound, nearest[sea], -1)
-        code[sea[j >= 0]] = gaz.country_code[j[j >= 0]]
+        code[sea[j >= 0]] = gaz.codes(j[j >= 0])
     return code
 
 
@@ -154,7 +154,7 @@ def geonames_country_codes(lat, lon) -> np.ndarray:
     out = np.full(np.size(lat), "", dtype="<U2")
     ok, lat, lon, xyz = _valid(lat, lon)
     gaz = gazetteer()
-    out[ok] = gaz.country_code[gaz.nearest(lat, lon, xyz)]
+    out[ok] = gaz.codes(gaz.nearest(lat, lon, xyz))
     return out
 
 
@@ -167,7 +167,7 @@ def reverse_geocode(lat, lon) -> list[Place]:
     gaz = gazetteer()
     idx = gaz.nearest(lat, lon, xyz)
     code = _countries(lat, lon, xyz, gaz, nearest=idx)
-    nearest_code = gaz.country_code[idx]
+    nearest_code = gaz.codes(idx)
     # Region and city from the nearest place in the labelled country, never from across a border.
     local = idx.copy()
     other = np.flatnonzero((code != "") & (nearest_code != code))

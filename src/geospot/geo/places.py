@@ -197,6 +197,10 @@ class Gazetteer:
         """[N] ISO-2 codes as ``<U2``."""
         return self.cc.astype("<U2")
 
+    def codes(self, idx) -> np.ndarray:
+        """ISO-2 codes of the places ``idx`` (converting only those: the whole column costs 20 ms)."""
+        return self.cc[np.asarray(idx, dtype=np.int64)].astype("<U2")
+
     def cities(self, idx) -> list[str]:
         o, t = self.name_offsets, self.name_text
         return [t[o[i]:o[i + 1]] for i in np.asarray(idx, dtype=np.int64).tolist()]

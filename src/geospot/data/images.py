@@ -90,8 +90,9 @@ def _check_file(path: Path) -> None:
 _ISOBMFF_BRANDS = (b"ftyp",)
 
 
-def _check_isobmff_complete(path: Path) -> None:
+def _check_isobmff_complete(path: Path) -> bool:
     """HEIC/HEIF/AVIF are ISO-BMFF boxes: every top-level box must end inside the file.
+    Returns whether the file is ISO-BMFF at all.
 
     libheif decodes a file cut short in its image data without complaint, painting
     the missing tiles (green) - a confident answer on half a photo. A truncated
@@ -101,7 +102,7 @@ def _check_isobmff_complete(path: Path) -> None:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             if fh.read(12)[4:8] not in _ISOBMFF_BRANDS:
-                return  # not ISO-BMFF: the decoder judges it
+                return False  # not ISO-BMFF: the decoder judges it
             offset = 0
             while offset < size:
                 fh.seek(offset)
@@ -115,13 +116,14 @@ def _check_isobmff_complete(path: Path) -> None:
                         raise ImageError(path, "truncated or incomplete HEIC/HEIF file")
                     box_size = int.from_bytes(head[8:16], "big")
                 elif box_size == 0:  # extends to the end of the file
-                    return
+                    return True
                 if box_size < 8:
                     raise ImageError(path, f"corrupt HEIC/HEIF file (box {kind!r} of {box_size} bytes)")
                 if offset + box_size > size:
                     raise ImageError(path, f"truncated or incomplete HEIC/HEIF file: box {kind!r} needs "
                                            f"{offset + box_size:,} bytes, the file has {size:,}")
                 offset += box_size
+        return True
     except PermissionError:
         raise ImageError(path, "permission denied") from None
     except OSError as exc:
@@ -262,8 +264,11 @@ def open_image(
     archived = _archived_bytes(path)  # a photo inside a tar/zip shard: ARCHIVE.tar#NAME
     if archived is None:
         _check_file(p)
-        _check_isobmff_complete(p)
-    _register_heif()
+        bmff = _check_isobmff_complete(p)
+    else:
+        bmff = archived[4:8] in _ISOBMFF_BRANDS
+    if bmff:  # only HEIC/HEIF/AVIF need pillow-heif, whose import costs a cold start ~12 ms
+        _register_heif()
     try:
         with io.BytesIO(archived) if archived is not None else open(p, "rb") as fh:
             img = _open_header(fh)

@@ -65,7 +65,8 @@ def main() -> None:
         emb = _embeddings(m, args.encoder, npz)
         df = m.df.reset_index(drop=True)
         test = _split(df, name)
-        parts = {k: (Manifest(df[sel].reset_index(drop=True)), emb[sel]) for k, sel in (("train", ~test), ("test", test))}
+        parts = {k: (Manifest(df[sel].reset_index(drop=True)), emb[sel])
+                 for k, sel in (("train", ~test), ("test", test))}
         with tempfile.TemporaryDirectory() as tmp:
             model = fit(parts["train"][0], encoder=args.encoder, embeddings=parts["train"][1], calibrate=False,
                         progress=False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +88,15 @@ class CellShares:
     district_parts: list = field(default_factory=list)
     district_triplets: tuple = _NO_TRIPLETS  # (cell, district index, share)
 
-    @property
+    @cached_property
     def districts(self) -> list[str]:
         """District keys ``"CC/admin1/admin2"`` (``""``: the column of places without a district)."""
         return [district_key(*p) for p in self.district_parts]
+
+    @cached_property
+    def named(self) -> np.ndarray:
+        """[len(districts)] bool: the columns of named districts (not the ``""`` one)."""
+        return np.array([bool(p[2]) for p in self.district_parts], dtype=bool)
 
     @property
     def has_districts(self) -> bool:
@@ -103,11 +109,14 @@ class CellShares:
 
     def resolving(self) -> np.ndarray:
         """[C] bool: cells with at least :data:`RESOLVE_SHARE` of their places in one named district."""
+        return self._resolving.copy()
+
+    @cached_property
+    def _resolving(self) -> np.ndarray:
         cell, index, share = self.district_triplets
-        named = np.array([bool(p[2]) for p in self.district_parts], dtype=bool)
         top = np.zeros(self.n_cells)
         if cell.size:
-            keep = named[index]
+            keep = self.named[index]
             np.maximum.at(top, cell[keep], share[keep])
         return top >= RESOLVE_SHARE
 
@@ -337,7 +346,7 @@ def districts_listed(probs, shares: CellShares) -> np.ndarray:
     if not shares.has_districts:
         return np.zeros(p.shape[0], dtype=bool)
     total = p.sum(axis=1)
-    return (p @ shares.resolving().astype(np.float64)) >= LISTED_MASS * np.where(total > 0, total, np.inf)
+    return (p @ shares._resolving.astype(np.float64)) >= LISTED_MASS * np.where(total > 0, total, np.inf)
 
 
 def district_name(parts: tuple, cname=None) -> str:
@@ -354,16 +363,15 @@ def district_probs(probs, shares: CellShares, top: int = 5) -> list[list[dict]]:
     an empty list where the cells do not allow districts (:func:`districts_listed`)."""
     district_p = district_matrix(probs, shares)
     listed = districts_listed(probs, shares)
-    named = np.array([bool(p[2]) for p in shares.district_parts], dtype=bool)
-    cname, keys = _country_names(), shares.districts
+    named, cname = shares.named, _country_names()
     out = []
     for b in range(district_p.shape[0]):
         rows = []
         if listed[b]:
             for j in _top(np.where(named, district_p[b], 0.0), top):
-                cc, admin1, _ = shares.district_parts[j]
-                rows.append({"code": keys[j], "name": district_name(shares.district_parts[j], cname),
-                             "region": admin1, "country_code": cc, "prob": round(float(district_p[b, j]), 6)})
+                part = shares.district_parts[j]
+                rows.append({"code": district_key(*part), "name": district_name(part, cname), "region": part[1],
+                             "country_code": part[0], "prob": round(float(district_p[b, j]), 6)})
         out.append(rows)
     return out
 
@@ -373,11 +381,11 @@ def district_argmax(probs, shares: CellShares) -> np.ndarray:
     probability, or the shares have none), whether or not the answer would list districts."""
     district_p = district_matrix(probs, shares)
     out = np.full(district_p.shape[0], "", dtype=object)
-    named = np.array([bool(p[2]) for p in shares.district_parts], dtype=bool)
+    named = shares.named
     if not named.any():
         return out
     masked = np.where(named, district_p, -1.0)
     best = np.argmax(masked, axis=1)
     hit = masked[np.arange(len(best)), best] > 0
-    out[hit] = np.asarray(shares.districts, dtype=object)[best[hit]]
+    out[hit] = [district_key(*shares.district_parts[j]) for j in best[hit].tolist()]
     return out

@@ -40,6 +40,8 @@ class Prediction:
     within_km: dict[str, float] = field(default_factory=dict)
     countries: list[dict] = field(default_factory=list)  # [{code, name, prob}], most probable first
     regions: list[dict] = field(default_factory=list)  # [{code, name, country_code, prob}]
+    # [{code, name, region, country_code, prob}]; empty where the cells are coarser than districts
+    districts: list[dict] = field(default_factory=list)
     aux: dict[str, dict[str, float]] = field(default_factory=dict)  # auxiliary heads: {name: {class: prob}}
     # Every cell's probability ([C], the model's cell order) for maps; not part of the JSON.
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -61,6 +63,7 @@ class Prediction:
             "top_cells": self.top_cells,
             "countries": self.countries,
             "regions": self.regions,
+            "districts": self.districts,
             "estimates": {
                 name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
             },
@@ -214,7 +217,7 @@ class Predictor:
                       emb: np.ndarray | None = None) -> list[Prediction]:
         """Raw cell probabilities [B, C] (e.g. an album model's) -> `Prediction`s (no I/O).
         ``emb`` (the photos' embeddings) lets a refiner, hybrid head and auxiliary heads answer too."""
-        from geospot.models.hierarchy import hierarchy_probs
+        from geospot.models.hierarchy import district_probs, hierarchy_probs
 
         from geospot.models.aux import aux_summary
         from geospot.models.methods import refined_points
@@ -232,7 +235,10 @@ class Predictor:
             aux_probs = self.model.predict_aux(emb) if aux_model is not None else {}
         places = self._geocode(ans["lat"], ans["lon"])
         shares = getattr(self.model, "cell_shares", None)
-        hier = hierarchy_probs(ans["probs"], shares) if shares is not None else ([[]] * len(names), [[]] * len(names))
+        if shares is not None:
+            hier = (*hierarchy_probs(ans["probs"], shares), district_probs(ans["probs"], shares))
+        else:
+            hier = ([[]] * len(names),) * 3
         out = []
         for b, name in enumerate(names):
             top = [
@@ -260,6 +266,7 @@ class Predictor:
                     city=place.city if place else "",
                     countries=hier[0][b],
                     regions=hier[1][b],
+                    districts=hier[2][b],
                     estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
                     estimate=f"{self.estimate}+{refined}" if refined else self.estimate,
                     aux=aux_summary(aux_probs, aux_model.specs, b) if aux_probs else {},
@@ -376,4 +383,6 @@ def format_prediction(result: Prediction | PredictionError) -> str:
     lines.append(f"  top cells: {cells}")
     if result.countries:
         lines.append("  countries: " + ", ".join(f"{c['name']} {100 * c['prob']:.0f}%" for c in result.countries[:3]))
+    if result.districts:  # only where the model's cells are fine enough (geospot.models.hierarchy)
+        lines.append("  districts: " + "; ".join(f"{d['name']} {100 * d['prob']:.0f}%" for d in result.districts[:3]))
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def test_locate_geoclip_json_matches_a_direct_computation(geoclip_home, capsys):
     assert [r["path"] for r in out] == photos + [str(broken)] and "error" in out[-1]
     good = out[:3]
     assert set(good[0]) == {"path", "paths", "lat", "lon", "country", "country_code", "region", "city", "radius_km",
-                            "top_cells", "estimates", "estimate", "within_km", "countries", "regions"}
+                            "top_cells", "estimates", "estimate", "within_km", "countries", "regions", "districts"}
     # the same answer computed by hand: encoder -> normalised embedding -> gallery softmax
     enc = create_encoder("geoclip")
     model = GeoClipModel(progress=False)

@@ -46,7 +46,7 @@ def test_locate_returns_exactly_the_locate_json_schema(client, predictor, photos
     body = resp.json()
     assert body == _expected(predictor, paths)
     assert set(body[0]) == {"path", "paths", "lat", "lon", "country", "country_code", "region", "city",
-                            "radius_km", "top_cells", "estimates", "estimate", "within_km", "countries", "regions"}
+                            "radius_km", "top_cells", "estimates", "estimate", "within_km", "countries", "regions", "districts"}
 
 
 def test_same_place_gives_one_answer_for_all_photos(client, predictor, photos):

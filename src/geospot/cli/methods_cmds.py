@@ -65,11 +65,27 @@ def train_method_options(args) -> dict:
 
 
 def admin_lines(report: dict) -> list[str]:
-    """`geospot eval`'s country / region accuracy lines (OSV-5M definitions)."""
+    """`geospot eval`'s country / region (and district) accuracy lines (OSV-5M definitions)."""
     admin = report.get("admin")
     if not admin:
         return []
     h, p = admin["hierarchy"], admin["point"]
     return [f"country / region accuracy (OSV-5M, GeoNames labels): hierarchy {100 * h['country_acc']:.1f}% / "
             f"{100 * h['region_acc']:.1f}% (summed cell probabilities, shares from {admin['shares_from']}); "
-            f"point {100 * p['country_acc']:.1f}% / {100 * p['region_acc']:.1f}%, city {100 * p['city_acc']:.1f}%"]
+            f"point {100 * p['country_acc']:.1f}% / {100 * p['region_acc']:.1f}%, city {100 * p['city_acc']:.1f}%"
+            ] + _district_line(h, p)
+
+
+def _district_line(h: dict, p: dict) -> list[str]:
+    """District (admin-2) accuracy, when the hierarchy has districts (models saved before them have none)."""
+    if "district_acc" not in h:
+        return []
+    if not h["n_district"]:
+        return [f"district accuracy (admin-2): none of the {h['n']} test places has a GeoNames district"]
+    listed = ""
+    if "district_listed" in h:
+        there = h["district_acc_listed"]
+        listed = (f"; answers list districts for {100 * h['district_listed']:.0f}% of them"
+                  + (f", {100 * there:.1f}% right there" if there == there else ""))  # NaN: none listed
+    return [f"district accuracy (admin-2, over the {h['n_district']} of {h['n']} places GeoNames gives one): "
+            f"hierarchy {100 * h['district_acc']:.1f}%{listed}; point {100 * p['district_acc']:.1f}%"]

@@ -190,8 +190,9 @@ def reverse_geocode(lat, lon) -> list[Place]:
 
 def _nearest(lat, lon) -> tuple[np.ndarray, np.ndarray, Gazetteer]:
     """``(valid rows, nearest GeoNames place of each, gazetteer)``: the OSV-5M labels (country,
-    admin-1, city of the nearest town) that the hierarchy and the admin metrics use
-    (``gazetteer.country_code``, ``.region``, ``.city`` or ``.regions(idx)``, ``.cities(idx)``)."""
+    admin-1, admin-2, city of the nearest town) that the hierarchy and the admin metrics use
+    (``gazetteer.country_code``, ``.region``, ``.district``, ``.city`` or ``.regions(idx)``,
+    ``.districts(idx)``, ``.cities(idx)``)."""
     ok, lat, lon, xyz = _valid(lat, lon)
     gaz = gazetteer()
     return ok, gaz.nearest(lat, lon, xyz), gaz

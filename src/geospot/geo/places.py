@@ -45,7 +45,7 @@ COARSE_DEG = 4.0
 SEED_DEG = 0.5  # grid of the seeds (a place near each cell's centre)
 _SROWS, _SCOLS = int(180 / SEED_DEG), int(360 / SEED_DEG)
 _ROW_KEY = 400.0  # sort key of a place: row * _ROW_KEY + (lon + 180), rows never overlap
-_FORMAT = 6
+_FORMAT = 7  # 7: admin-2 (district) names
 _LOCK = threading.Lock()
 _CHUNK = 8192  # points per scan
 _FEW = 8  # up to this many points, caps are laid out in plain Python floats
@@ -70,7 +70,8 @@ def _strings(values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_table(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of the cache, from the CSV (columns lat, lon, name, admin1, admin2, cc)."""
+    """The arrays of the cache, from the CSV (columns lat, lon, name, admin1, admin2, cc; a table without
+    admin2 gives every place an empty district)."""
     enabled = gc.isenabled()
     gc.disable()  # ~1M short-lived strings: the cyclic collector would triple the time
     try:
@@ -81,28 +82,38 @@ def parse_table(path: Path) -> dict[str, np.ndarray]:
                 raise ValueError(f"{path}: not a GeoNames table (header {header})")
             columns = list(zip(*(r for r in reader if r))) or [()] * len(header)
         col = {k: columns[header.index(k)] for k in ("lat", "lon", "name", "admin1", "cc")}
+        col["admin2"] = columns[header.index("admin2")] if "admin2" in header else ("",) * len(col["lat"])
         try:
             lat = np.array(col["lat"], dtype=np.float64)
             lon = np.array(col["lon"], dtype=np.float64)
         except ValueError as exc:
             raise ValueError(f"{path}: unreadable coordinates ({exc})") from None
-        admin_ids: dict[str, int] = {}
-        admin1 = np.fromiter((admin_ids.setdefault(a, len(admin_ids)) for a in col["admin1"]), np.int32,
-                             len(col["admin1"]))
+        interned = {}
+        for level in ("admin1", "admin2"):  # each distinct name once, places hold its index
+            ids: dict[str, int] = {}
+            index = np.fromiter((ids.setdefault(a, len(ids)) for a in col[level]), np.int32, len(col[level]))
+            interned[level] = (index, *_strings(list(ids)))
         name_bytes, name_offsets = _strings(col["name"])
-        admin_bytes, admin_offsets = _strings(list(admin_ids))
         cc = np.array(col["cc"], dtype="S2")
     finally:
         if enabled:
             gc.enable()
     xyz = latlon_to_xyz(lat, lon)
-    arrays = {"xyz": xyz, "cc": cc, "name_bytes": name_bytes, "name_offsets": name_offsets, "admin1": admin1,
-              "admin1_bytes": admin_bytes, "admin1_offsets": admin_offsets, "seed": _flood(xyz, lat, lon)}
+    arrays = {"xyz": xyz, "cc": cc, "name_bytes": name_bytes, "name_offsets": name_offsets,
+              "seed": _flood(xyz, lat, lon)}
+    for level, (index, text, offsets) in interned.items():
+        arrays[level], arrays[f"{level}_bytes"], arrays[f"{level}_offsets"] = index, text, offsets
     for level, deg in enumerate(ROW_DEG):
         key = _row(lat, deg) * _ROW_KEY + (lon + 180.0)
         order = np.lexsort((np.arange(len(key)), key))  # by row and longitude, then table order
         arrays[f"order{level}"], arrays[f"key{level}"] = order.astype(np.int32), key[order]
     return arrays
+
+
+def _names(text: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Object array of the strings :func:`_strings` packed."""
+    decoded = text.tobytes().decode("utf-8")
+    return np.array([decoded[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)], dtype=object)
 
 
 def _row(lat, deg: float) -> np.ndarray:
@@ -164,6 +175,8 @@ class Gazetteer:
     name_offsets: np.ndarray
     admin1: np.ndarray  # [N] index into admin1_names
     admin1_names: np.ndarray  # object array of strings
+    admin2: np.ndarray  # [N] index into admin2_names (GeoNames admin-2, the district; "" where none)
+    admin2_names: np.ndarray  # object array of strings
     orders: tuple  # per ROW_DEG: place indices sorted by row and longitude
     keys: tuple  # their sort keys, ascending
     seed: np.ndarray  # [SROWS * SCOLS] a place near each seed cell's centre
@@ -171,14 +184,12 @@ class Gazetteer:
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "Gazetteer":
         n = len(a["xyz"])
-        admin_text = a["admin1_bytes"].tobytes().decode("utf-8")
-        o = a["admin1_offsets"]
-        admin_names = np.array([admin_text[o[i]:o[i + 1]] for i in range(len(o) - 1)], dtype=object)
+        names = {level: _names(a[f"{level}_bytes"], a[f"{level}_offsets"]) for level in ("admin1", "admin2")}
         levels = range(len(ROW_DEG))
         checks = [a["xyz"].shape == (n, 3), a["cc"].shape == (n,), a["name_offsets"].shape == (n + 1,),
-                  a["admin1"].shape == (n,), a["seed"].shape == (_SROWS * _SCOLS,),
-                  n == 0 or 0 <= a["admin1"].min() <= a["admin1"].max() < len(admin_names),
-                  n == 0 or (0 <= a["seed"].min() and a["seed"].max() < n)]
+                  a["seed"].shape == (_SROWS * _SCOLS,), n == 0 or (0 <= a["seed"].min() and a["seed"].max() < n)]
+        for level, known in names.items():
+            checks += [a[level].shape == (n,), n == 0 or 0 <= a[level].min() <= a[level].max() < len(known)]
         for lv in levels:
             order, key = a[f"order{lv}"], a[f"key{lv}"]
             checks += [order.shape == key.shape == (n,), n == 0 or (0 <= order.min() and order.max() < n),
@@ -186,8 +197,8 @@ class Gazetteer:
         if not all(checks):
             raise ValueError("GeoNames arrays are inconsistent")
         return cls(a["xyz"], a["cc"], a["name_bytes"].tobytes().decode("utf-8"), a["name_offsets"], a["admin1"],
-                   admin_names, tuple(a[f"order{lv}"] for lv in levels), tuple(a[f"key{lv}"] for lv in levels),
-                   a["seed"])
+                   names["admin1"], a["admin2"], names["admin2"], tuple(a[f"order{lv}"] for lv in levels),
+                   tuple(a[f"key{lv}"] for lv in levels), a["seed"])
 
     def __len__(self) -> int:
         return len(self.xyz)
@@ -208,10 +219,19 @@ class Gazetteer:
     def regions(self, idx) -> list[str]:
         return self.admin1_names[self.admin1[np.asarray(idx, dtype=np.int64)]].tolist()
 
+    def districts(self, idx) -> list[str]:
+        """Admin-2 names of the places ``idx`` (``""`` where GeoNames gives none, ~40% of places)."""
+        return self.admin2_names[self.admin2[np.asarray(idx, dtype=np.int64)]].tolist()
+
     @cached_property
     def region(self) -> np.ndarray:
         """[N] admin-1 names (object array)."""
         return self.admin1_names[self.admin1]
+
+    @cached_property
+    def district(self) -> np.ndarray:
+        """[N] admin-2 names (object array; ``""`` where none)."""
+        return self.admin2_names[self.admin2]
 
     @cached_property
     def city(self) -> np.ndarray:

@@ -151,10 +151,11 @@ def _refined_method(model, methods, answer, f_emb, inverse, n, main_name) -> str
 
 
 def admin_report(model, probs, main, t_lat, t_lon) -> dict | None:
-    """Country / region accuracy with OSV-5M's definitions (`geospot.eval.admin`): of the hierarchy's
-    argmax (summed cell probabilities) and of the main method's point, reverse-geocoded."""
+    """Country / region / district accuracy with OSV-5M's definitions (`geospot.eval.admin`): of the
+    hierarchy's argmax (summed cell probabilities) and of the main method's point, reverse-geocoded."""
     from geospot.eval.admin import hierarchy_accuracy, point_admin_accuracy
-    from geospot.models.hierarchy import cell_shares, hierarchy_argmax, model_shares
+    from geospot.models.hierarchy import (cell_shares, district_argmax, districts_listed, hierarchy_argmax,
+                                          model_shares)
 
     if not hasattr(model, "predict_aux") or probs is None:  # geospot's own models (not GeoCLIP's gallery)
         return None
@@ -164,7 +165,8 @@ def admin_report(model, probs, main, t_lat, t_lon) -> dict | None:
     else:
         shares = cell_shares(model.cells, *(coords if coords is not None else (None, None)))
     country, region = hierarchy_argmax(probs, shares)
-    return {"hierarchy": hierarchy_accuracy(country, region, t_lat, t_lon),
+    district = (district_argmax(probs, shares), districts_listed(probs, shares)) if shares.has_districts else ()
+    return {"hierarchy": hierarchy_accuracy(country, region, t_lat, t_lon, *district),
             "point": point_admin_accuracy(main.lat, main.lon, t_lat, t_lon), "shares_from": shares.source}
 
 

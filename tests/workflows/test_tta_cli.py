@@ -65,3 +65,10 @@ def test_embed_with_tta_and_bad_values_give_one_line(dataset, tmp_path, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--tta" in err[0] and "'sideways'" in err[0] and "flip" in err[0], err
+
+
+def test_eval_embeds_with_the_models_views(dataset, flip_model, tmp_path, capsys):
+    assert main(["eval", str(flip_model), str(dataset), "--quiet", "--cache", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    settings = [json.loads(p.read_text()) for p in (tmp_path / "c").glob("*/settings.json")]
+    assert [s["preprocess"].get("views") for s in settings] == ["flip"]

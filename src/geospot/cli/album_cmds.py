@@ -71,6 +71,10 @@ def cmd_locate(args, core_locate) -> int:
     if files:
         try:
             options = {"estimate": args.estimate} if args.estimate else {}
+            if getattr(args, "tta", None):
+                from geospot.cli.core import TTA_VIEWS
+
+                options["views"] = TTA_VIEWS[args.tta]
             predictor = Predictor.load(args.model, backend=args.backend, device=args.device,
                                        precision=args.precision, **options)
             results, method = locate_album(predictor, files, method=args.album_method or "auto",

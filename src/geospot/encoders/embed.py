@@ -98,13 +98,12 @@ def prepare_views(path: str | os.PathLike, preprocess: Any, mask: Any = None) ->
     giving [3, S, S]) yields V = 1."""
     from geospot.data.images import open_image
 
-    all_views = getattr(preprocess, "all_views", None)
-    if all_views is None:
+    if getattr(preprocess, "n_views", 1) == 1:  # the centre crop alone: the one path every caller shares
         return prepare_image(path, preprocess, mask)[None]
     img = open_image(path, min_side=getattr(preprocess, "resize", None))
     if mask is not None:
         img = mask.apply(img)
-    return all_views(img)
+    return preprocess.all_views(img)
 
 
 class _Loader:

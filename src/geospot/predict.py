@@ -133,7 +133,7 @@ class Predictor:
     @classmethod
     def load(
         cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "auto", geocode: bool = True,
-        estimate: str | None = None, precision: str = "fp32", **options,
+        estimate: str | None = None, precision: str = "fp32", views: str | None = None, **options,
     ) -> "Predictor":
         """Load a model directory (None: the bundled default model), or a pretrained model by name
         (`geoclip`, `zeroshot:streetclip`; `options` such as `gallery=` go to it; see geospot.models.pretrained).
@@ -142,11 +142,14 @@ class Predictor:
         "auto"/"cpu") runs without torch: the head in NumPy and the encoder's
         verified ONNX export (`OnnxRuntime.pretrained`). Torch is imported only
         to export the encoder the first time, for fine-tuned encoders, or for
-        `backend="torch"`. `precision="int8"` uses the quantised export.
+        `backend="torch"`. `precision="int8"` uses the quantised export. `views` overrides the
+        test-time views the model records ("center", "flip", "five", "ten"; see `Preprocess`).
         """
         from geospot.models.pretrained import load_pretrained_predictor, pretrained_name
 
         if pretrained_name(model_dir):
+            if views is not None:
+                raise ValueError(f"test-time views apply to geospot models, not the pretrained {model_dir}")
             return load_pretrained_predictor(str(model_dir), backend=backend, device=device, geocode=geocode, **options)
         if options:
             raise TypeError(f"options {sorted(options)} apply to pretrained models only (e.g. 'geoclip')")
@@ -161,6 +164,8 @@ class Predictor:
         if runtime is None:
             runtime = _torch_runtime(model, backend, device, precision)
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else runtime.preprocess
+        if views is not None:
+            preprocess = preprocess.with_views(views)
         _check_against_encoder(model_dir, model, preprocess, runtime)
         mask = Mask.from_dict(model.mask) if model.mask else None
         from geospot.models.checkpoint import default_model_dir

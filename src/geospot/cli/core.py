@@ -145,6 +145,17 @@ def read_manifests_or_exit(specs: list[str], split: str | None = None):
         raise SystemExit(f"error: {exc}")
 
 
+# --tta value -> `Preprocess.views`
+TTA_VIEWS = {"none": "center", "flip": "flip", "five": "five", "ten": "ten"}
+
+
+def _tta_opt(p: argparse.ArgumentParser, help_text: str, default: str | None = "none") -> None:
+    p.add_argument("--tta", choices=list(TTA_VIEWS), default=default,
+                   help="test-time augmentation, the mean embedding of several crops per photo: flip (centre + "
+                        "mirror, 2x encoder time), five (4 corners + centre, 5x), ten (five + mirrors, 10x); "
+                        + help_text)
+
+
 def _estimate_opt(p: argparse.ArgumentParser, default_text: str) -> None:
     from geospot.models.answer import ESTIMATES
 
@@ -261,6 +272,7 @@ def _embed(sub) -> None:
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
     p.add_argument("--batch-size", type=t.positive_int, default=32, help="images per inference batch")
     p.add_argument("--workers", type=t.positive_int, default=None, help="decoding threads (default: chosen for the machine)")
+    _tta_opt(p, "cached apart from single-crop embeddings (default none)")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_embed)
@@ -272,11 +284,12 @@ def cmd_embed(args) -> int:
     m = read_manifest_or_exit(args.manifest, args.split)
     res = embed_manifest(m, args.encoder, mask=_mask(args.mask), cache_dir=args.cache, backend=args.backend,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.quiet)
+                         progress=not args.quiet, views=TTA_VIEWS[args.tta])
     n_bad = int((~res.ok).sum())
     for _, reason in sorted(res.errors.items()):
         print(f"error: {reason}", file=sys.stderr)
-    print(f"embedded {len(m) - n_bad} of {len(m)} images ({res.embeddings.shape[1]}-d, {args.encoder}; "
+    tta = f", {args.tta} TTA" if args.tta != "none" else ""
+    print(f"embedded {len(m) - n_bad} of {len(m)} images ({res.embeddings.shape[1]}-d, {args.encoder}{tta}; "
           f"reused {res.reused} from the cache, embedded {res.computed} now)" + (f"; {n_bad} failed" if n_bad else ""))
     return 1 if n_bad else 0
 
@@ -296,6 +309,8 @@ def _train(sub) -> None:
                    help="skip calibration (by default the head is calibrated on out-of-fold predictions: "
                         "leave-one-collection-out when the data has a `collection` column, else 5-fold by place)")
     _estimate_opt(p, "stored in the model; default local_mean")
+    _tta_opt(p, "used for the training embeddings and recorded in the model, so locate, eval and serve use it "
+                "too; --unfreeze still fine-tunes on the centre crop (default none)")
     _manifest_opts(p)
     _cell_opts(p)
     _train_opts(p)
@@ -319,7 +334,8 @@ def cmd_train(args) -> int:
     methods = train_method_options(args)
     model = fit(m, encoder=args.encoder, cells=cells, cell_params=_cell_params(args), config=config, mask=mask,
                 val_manifest=val, calibrate=not args.no_calibrate, estimate=args.estimate, cache_dir=args.cache,
-                backend=args.backend, device=args.device, progress=not args.quiet, **methods)
+                backend=args.backend, device=args.device, progress=not args.quiet, views=TTA_VIEWS[args.tta],
+                **methods)
     if args.unfreeze > 0:
         from geospot.train.finetune import FinetuneConfig, finetune
 
@@ -360,6 +376,7 @@ def _locate(sub) -> None:
     p.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8: the quantised encoder made by `geospot encoders --quantize` (faster, approximate)")
+    _tta_opt(p, "overrides the model's own (default: what the model was trained with)", default=None)
     p.set_defaults(func=cmd_locate)
 
 
@@ -383,11 +400,12 @@ def cmd_locate(args) -> int:
                 options["estimate"] = args.estimate
             if args.precision != "fp32":
                 options["precision"] = args.precision
-            predictor = Predictor.load(args.model, backend=args.backend, device=args.device, **options)
+            views = TTA_VIEWS[args.tta] if args.tta else None
+            predictor = Predictor.load(args.model, backend=args.backend, device=args.device, views=views, **options)
         except (CheckpointError, FileNotFoundError, OnnxVerificationError, OnnxRecordMissing) as exc:
             raise SystemExit(f"error: {exc}")
-        except ValueError as exc:  # a bad --gallery file
-            if not args.gallery:
+        except ValueError as exc:  # a bad --gallery file, --tta with a pretrained model
+            if not (args.gallery or args.tta):
                 raise
             raise SystemExit(f"error: {exc}")
         results = predictor.predict(files, top_k=args.top_k, same_place=args.same_place)
@@ -514,6 +532,7 @@ def _cv(sub) -> None:
                    help="how views of one location_id are combined")
     p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
     _estimate_opt(p, "default local_mean")
+    _tta_opt(p, "for every photo, training and held-out alike (default none)")
     _manifest_opts(p)
     _cell_opts(p)
     _train_opts(p)
@@ -533,7 +552,7 @@ def cmd_cv(args) -> int:
                                 fuse=args.fuse, top_k=args.top_k, estimate=args.estimate,
                                 calibrate=not args.no_calibrate, seed=args.seed, out_dir=args.out,
                                 cache_dir=args.cache, backend=args.backend, device=args.device,
-                                progress=not args.quiet)
+                                progress=not args.quiet, views=TTA_VIEWS[args.tta])
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     print(format_table(report))

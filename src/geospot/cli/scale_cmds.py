@@ -54,6 +54,13 @@ def _scaled(args) -> bool:
     return bool(getattr(args, "store", None) or getattr(args, "export", None) or launched())
 
 
+def _views(args) -> str:
+    """The test-time views of --tta (`Preprocess.views`)."""
+    from geospot.cli.core import TTA_VIEWS
+
+    return TTA_VIEWS[getattr(args, "tta", None) or "none"]
+
+
 def _read(path: str, split: str | None, main: bool):
     """Rank 0 reports the manifest's problems; the other ranks read it quietly."""
     from geospot.cli.core import read_manifest_or_exit
@@ -77,11 +84,12 @@ def _embed_to_store(args, manifest, ctx, store, export, mask):
     enc = create_encoder(args.encoder, pretrained=True)
     device = str(ctx.device) if args.device == "auto" else args.device
     runtime = EncoderRuntime(args.encoder, backend=args.backend, device=device, encoder=enc)
-    meta = {"encoder": args.encoder, "weights_id": runtime.weights_id, "preprocess": enc.preprocess.to_dict(),
+    preprocess = enc.preprocess.with_views(_views(args))
+    meta = {"encoder": args.encoder, "weights_id": runtime.weights_id, "preprocess": preprocess.to_dict(),
             "mask": mask.to_dict() if mask is not None and not mask.is_empty else None,
             "manifest": str(manifest.source)}
     return embed_sharded(
-        manifest, runtime, enc.preprocess, cache_dir=args.cache or cache_root() / "embeddings", rank=ctx.rank,
+        manifest, runtime, preprocess, cache_dir=args.cache or cache_root() / "embeddings", rank=ctx.rank,
         world_size=ctx.world_size, barrier=dist.barrier, mask=mask, batch_size=getattr(args, "batch_size", 32)
         if args.command == "embed" else 32, workers=getattr(args, "workers", None),
         rows_per_shard=args.rows_per_shard, store=store, store_dtype=args.store_dtype, export=export,
@@ -159,6 +167,10 @@ def _train(args, ctx) -> int:
     mask = _mask(args.mask)
     if args.mask and (mask.to_dict() if not mask.is_empty else None) != st.meta.get("mask"):
         raise SystemExit(f"error: {store_dir} was embedded with mask {st.meta.get('mask')}, not {args.mask!r}")
+    stored_views = st.meta["preprocess"].get("views", "center")
+    if args.tta and args.tta != "none" and stored_views != _views(args):
+        raise SystemExit(f"error: {store_dir} was embedded with test-time views {stored_views!r}, not --tta "
+                         f"{args.tta}; embed it again with `geospot embed ... --store DIR --tta {args.tta}`")
     rows = np.flatnonzero(np.asarray(st.ok))
     if args.split and is_store(args.manifest):
         if "split" not in st.index.columns:

@@ -91,6 +91,21 @@ def prepare_image(path: str | os.PathLike, preprocess: Any, mask: Any = None) ->
     return preprocess(img)
 
 
+def prepare_views(path: str | os.PathLike, preprocess: Any, mask: Any = None) -> np.ndarray:
+    """Like `prepare_image`, but every test-time view of the photo: float32 [V, 3, S, S].
+
+    One decode per photo whatever V; a preprocess without views (any callable
+    giving [3, S, S]) yields V = 1."""
+    from geospot.data.images import open_image
+
+    if getattr(preprocess, "n_views", 1) == 1:  # the centre crop alone: the one path every caller shares
+        return prepare_image(path, preprocess, mask)[None]
+    img = open_image(path, min_side=getattr(preprocess, "resize", None))
+    if mask is not None:
+        img = mask.apply(img)
+    return preprocess.all_views(img)
+
+
 class _Loader:
     """Decode + mask + preprocess images in worker threads, `window` items ahead, in order."""
 
@@ -102,10 +117,10 @@ class _Loader:
         self._rows: Iterator[int] = iter(())
 
     def load(self, i: int) -> tuple[np.ndarray | None, str | None]:
-        """(preprocessed image, None) or (None, "path: reason")."""
+        """(preprocessed views [V, 3, S, S], None) or (None, "path: reason")."""
         path = self._paths[i]
         try:
-            return prepare_image(path, self._preprocess, self._mask), None
+            return prepare_views(path, self._preprocess, self._mask), None
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
             reason = getattr(exc, "reason", None) or (
                 "not enough memory to decode and preprocess the image" if isinstance(exc, MemoryError)
@@ -166,7 +181,9 @@ def embed_paths(
 ) -> EmbeddingResult:
     """Embed image files with `runtime`; bad files get ok=False, a zero row and an error.
 
-    - `preprocess`: PIL image -> float32 [3, S, S] (usually `runtime.preprocess`).
+    - `preprocess`: PIL image -> float32 [3, S, S] (usually `runtime.preprocess`). A `Preprocess`
+      with test-time `views` embeds V crops per photo and returns their mean embedding
+      (V x the encoder time; `batch_size` counts photos, so a batch holds batch_size x V crops).
     - `mask`: optional `geospot.data.masks.Mask`, applied to each decoded image first.
     - `cache_dir`: per-photo cache (see the module docstring); None = no cache.
       Failed files are not cached: they are tried again on the next run.
@@ -212,9 +229,13 @@ def embed_paths(
                 else:
                     errors[i] = err
             if arrays:
-                out = runtime.embed(np.stack(arrays))
-                if out.shape != (len(rows), dim):
-                    raise RuntimeError(f"{runtime.name} returned {out.shape} for a batch of {len(rows)}; expected D={dim}")
+                n_views = arrays[0].shape[0]
+                out = runtime.embed(np.concatenate(arrays))
+                if out.shape != (len(rows) * n_views, dim):
+                    raise RuntimeError(f"{runtime.name} returned {out.shape} for a batch of {len(rows) * n_views}; "
+                                       f"expected D={dim}")
+                if n_views > 1:  # a photo's embedding is the mean of its views' (PIGEON's multi-crop)
+                    out = out.reshape(len(rows), n_views, dim).mean(axis=1, dtype=np.float64).astype(np.float32)
                 embeddings[rows] = out
                 ok[rows] = True
                 if writer is not None:

@@ -5,6 +5,7 @@ so what it needs from an encoder -- its `Preprocess` -- lives here.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,15 @@ _RESAMPLING = {
 # bounds the memory of preprocessing to ~_MAX_ASPECT x resize^2 pixels whatever the input.
 _MAX_ASPECT = 8
 
+# Test-time views -> crops per photo. A photo's embedding is the mean of its views' embeddings.
+VIEW_COUNTS = {"center": 1, "flip": 2, "five": 5, "ten": 10}
+
 
 @dataclass(frozen=True)
 class Preprocess:
     """PIL image -> float32 [3, size, size]: resize shorter side, centre crop, normalise.
+
+    `views` (test-time augmentation) names the crops `all_views` returns per photo.
 
     `mean` and `std` are per-channel (RGB) in [0, 1] pixel units, the torchvision
     convention: out = (pixel / 255 - mean) / std.
@@ -42,6 +48,8 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    # Test-time views embedded per photo and averaged (see `all_views`, docs/encoders.md).
+    views: str = "center"
 
     def __post_init__(self) -> None:
         # Normalise containers (JSON gives lists) so equality and hashing are stable.
@@ -57,9 +65,34 @@ class Preprocess:
             raise ValueError(f"Preprocess stds must be positive, got {self.std}")
         if self.interpolation not in _RESAMPLING:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; known: {sorted(_RESAMPLING)}")
+        if self.views not in VIEW_COUNTS:
+            raise ValueError(f"unknown views {self.views!r}; known: {list(VIEW_COUNTS)}")
+
+    def with_views(self, views: str) -> "Preprocess":
+        """The same preprocessing with other test-time views."""
+        return dataclasses.replace(self, views=views)
 
     def __call__(self, img: Image.Image) -> np.ndarray:
-        """Return the normalised, centre-cropped image as float32 [3, size, size]."""
+        """Return the normalised, centre-cropped image as float32 [3, size, size].
+
+        Always the centre view, whatever `views`: Grad-CAM, audits and fine-tuning
+        need one image per photo. `all_views` gives every test-time view."""
+        return self.all_views(img, "center")[0]
+
+    @property
+    def n_views(self) -> int:
+        """How many crops `all_views` returns per photo (the encoder runs this many times)."""
+        return VIEW_COUNTS[self.views]
+
+    def all_views(self, img: Image.Image, views: str | None = None) -> np.ndarray:
+        """Every view of `img` as float32 [V, 3, size, size] (V = `n_views`), `views` overriding.
+
+        "center": [centre]; "flip": [centre, mirrored centre]; "five": the corners and
+        centre of the resized image, torchvision's FiveCrop order [tl, tr, bl, br, centre];
+        "ten": "five" then the mirror of each of those five crops."""
+        views = self.views if views is None else views
+        if views not in VIEW_COUNTS:
+            raise ValueError(f"unknown views {views!r}; known: {list(VIEW_COUNTS)}")
         if img.mode != "RGB":
             img = img.convert("RGB")
         w, h = img.size
@@ -67,24 +100,36 @@ class Preprocess:
             raise ValueError(f"empty image ({w}x{h})")
         scale = self.resize / min(w, h)
         new_w, new_h = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        corners = views in ("five", "ten")
+        crops: list[Image.Image] = []
         if max(new_w, new_h) > _MAX_ASPECT * self.resize:
             # Extreme aspect ratio (a 20000 x 1 strip): resizing the whole image would blow the
-            # long side up to millions of pixels. Resize only the source region of the centre crop.
+            # long side up to millions of pixels. Resize only the source region of each crop.
             side = self.size / scale
             left, top = (w - side) / 2 if w > side else 0.0, (h - side) / 2 if h > side else 0.0
-            box = (left, top, min(w, left + side), min(h, top + side))
-            img = img.resize((self.size, self.size), _RESAMPLING[self.interpolation], box=box, reducing_gap=3.0)
+            lefts = [0.0, max(0.0, w - side)] if corners else []
+            tops = [0.0, max(0.0, h - side)] if corners else []
+            boxes = [(x, y) for y in tops for x in lefts] + [(left, top)]
+            crops = [img.resize((self.size, self.size), _RESAMPLING[self.interpolation],
+                                box=(x, y, min(w, x + side), min(h, y + side)), reducing_gap=3.0)
+                     for x, y in boxes]
         else:
             if (new_w, new_h) != (w, h):
                 # reducing_gap decodes huge photos through a cheap box pre-reduction first.
                 img = img.resize((new_w, new_h), _RESAMPLING[self.interpolation], reducing_gap=3.0)
             left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
-            img = img.crop((left, top, left + self.size, top + self.size))
-        arr = np.asarray(img, dtype=np.float32)  # [S, S, 3]
+            offsets = [(0, 0), (new_w - self.size, 0), (0, new_h - self.size),
+                       (new_w - self.size, new_h - self.size)] if corners else []
+            crops = [img.crop((x, y, x + self.size, y + self.size)) for x, y in offsets + [(left, top)]]
+        arr = np.stack([np.asarray(c, dtype=np.float32) for c in crops])  # [V, S, S, 3]
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
         arr = (arr - mean) * inv_std
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        arr = arr.transpose(0, 3, 1, 2)
+        if views in ("flip", "ten"):
+            # Per-channel normalisation commutes with mirroring: mirror the normalised crops.
+            arr = np.concatenate([arr, arr[:, :, :, ::-1]])
+        return np.ascontiguousarray(arr)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description (stored in model configs and cache fingerprints)."""
@@ -94,12 +139,15 @@ class Preprocess:
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
+            # Only when not the default: models, ONNX records and embedding-cache keys made
+            # before test-time views existed stay byte-identical.
+            **({"views": self.views} if self.views != "center" else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
         """Inverse of `to_dict`."""
-        known = {"size", "resize", "mean", "std", "interpolation"}
+        known = {"size", "resize", "mean", "std", "interpolation", "views"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown Preprocess fields {sorted(unknown)}")

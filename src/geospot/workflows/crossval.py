@@ -55,10 +55,12 @@ def cross_validate(
     backend: str = "auto",
     device: str = "auto",
     progress: bool = True,
+    views: str = "center",
 ) -> dict:
     """Out-of-fold evaluation. ``group_by=None``: group K-fold by ``location_id``
     (views of one place never straddle folds); ``group_by="collection"`` (any
-    column): one fold per value, trained on all the others."""
+    column): one fold per value, trained on all the others. `views`: test-time views averaged
+    per photo (`Preprocess.all_views`)."""
     from geospot.eval.metrics import summarize_folds
     from geospot.models.answer import DEFAULT_ESTIMATE, AnswerContext
     from geospot.train.config import TrainConfig
@@ -67,7 +69,8 @@ def cross_validate(
     config = config or TrainConfig()
     main = estimate or DEFAULT_ESTIMATE
     main_name = method_name(main)
-    emb, ok = embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, "cv")
+    emb, ok = embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, "cv",
+                                    views=views)
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     cols = collections_of(manifest, group_by)
     cols = cols[ok] if cols is not None else None

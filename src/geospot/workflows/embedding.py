@@ -33,12 +33,15 @@ def embed_manifest(
     batch_size: int = 32,
     workers: int | None = None,
     progress: bool = True,
+    views: str = "center",
 ):
     """Embed every image of a manifest (cached, resumable). Returns an `EmbeddingResult`.
 
     Failed images are kept as rows with `ok=False` and a per-file reason, so
     row indices always match the manifest. `workers=None` picks the number of
     decoding threads for the runtime (1 on 2 CPU cores, more beside a GPU).
+    `views`: test-time views averaged per photo ("center", "flip", "five", "ten";
+    see `Preprocess.all_views`); each has its own cache.
     """
     from geospot.encoders import create_encoder
     from geospot.encoders.embed import embed_paths
@@ -52,7 +55,7 @@ def embed_manifest(
     return embed_paths(
         list(manifest.paths),
         runtime,
-        enc.preprocess,
+        enc.preprocess.with_views(views),
         cache_dir=cache,
         batch_size=batch_size,
         workers=workers,
@@ -77,13 +80,13 @@ def l2_normalize(emb: np.ndarray) -> np.ndarray:
 
 
 def embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, what,
-                          encoder_state=None):
+                          encoder_state=None, views="center"):
     """``(emb [N, D], ok [N])`` for a manifest: given embeddings (an `EmbeddingResult` or an
     array), or computed through the cache."""
     if embeddings is None:
         embeddings = embed_manifest(
             manifest, encoder, mask=mask, encoder_state=encoder_state, cache_dir=cache_dir, backend=backend,
-            device=device, progress=progress,
+            device=device, progress=progress, views=views,
         )
     if hasattr(embeddings, "embeddings"):
         report_failures(embeddings, manifest, what)

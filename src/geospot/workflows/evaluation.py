@@ -65,10 +65,11 @@ def evaluate(
     from geospot.models.answer import DEFAULT_ESTIMATE
 
     mask = Mask.from_dict(model.mask) if model.mask else None
+    views = (model.preprocess or {}).get("views", "center")  # the model's test-time views (see fit)
     main = estimate or getattr(model, "estimate", None) or DEFAULT_ESTIMATE
     emb, ok = embeddings_or_compute(
         manifest, embeddings, model.encoder_name, mask, cache_dir, backend, device, progress, "test",
-        encoder_state=getattr(model, "encoder_state", None),
+        encoder_state=getattr(model, "encoder_state", None), views=views,
     )
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     notes = []
@@ -77,7 +78,7 @@ def evaluate(
     if train_manifest is not None:
         t_emb, t_ok = embeddings_or_compute(
             train_manifest, train_embeddings, model.encoder_name, mask, cache_dir, backend, device, progress,
-            "train", encoder_state=getattr(model, "encoder_state", None),
+            "train", encoder_state=getattr(model, "encoder_state", None), views=views,
         )
         t_groups = np.asarray(train_manifest.groups)[t_ok]
         overlap = check_overlap(train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups, lat, lon, groups)

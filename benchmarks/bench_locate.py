@@ -73,7 +73,9 @@ def main() -> None:
     data, _ = read_verified(rt.onnx_path)
 
     # cold: bare floor and the CLI, alternated
-    floor_cmd = [sys.executable, "-c", FLOOR, str(rt.onnx_path), str(photos[0]), str(pre.size), str(pre.resize),
+    # the floor resizes as the model does: the full frame (shorter side to the input size) or ImageNet's crop
+    resize = pre.size if getattr(pre, "views", "center") == "full" else pre.resize
+    floor_cmd = [sys.executable, "-c", FLOOR, str(rt.onnx_path), str(photos[0]), str(pre.size), str(resize),
                  ",".join(map(str, pre.mean)), ",".join(map(str, pre.std))]
     cli_cmd = [sys.executable, "-m", "geospot", "locate", str(photos[0])] + (["--model", args.model] if args.model else [])
     env_src = str(Path(__file__).resolve().parents[1] / "src")

@@ -75,3 +75,17 @@ def test_audit_command_writes_the_report(setup, tmp_path, capsys):
     data = json.loads((tmp_path / "audit.json").read_text())
     assert data["n_images"] == 16 and len(data["masks"]) == 7 + 4
     assert (tmp_path / "audit.md").is_file()
+
+
+def test_explain_reports_the_calibrated_probability_that_locate_reports(setup, tmp_path, capsys, make_tiny_model):
+    from geospot.models.calibration import Calibration
+
+    model = make_tiny_model(setup["cells"])
+    model.calibration = Calibration(temperature=3.0, prior_weight=0.2)  # far from the raw softmax
+    model_dir = model.save(tmp_path / "m")
+    photo = setup["paths"][0]
+    assert main(["explain", str(model_dir), photo, "--out", str(tmp_path / "e")]) == 0
+    p_explain = float(capsys.readouterr().out.split("p=")[1].split()[0])
+    assert main(["locate", photo, "--model", str(model_dir), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top_cells"][0]
+    assert abs(p_explain - top["prob"]) < 2e-3

@@ -128,7 +128,9 @@ def cmd_explain(args) -> int:
             continue
         xt = torch.from_numpy(x).to(device)
         with torch.no_grad():
-            probs = torch.softmax(model.logits(encoder(xt)), dim=1).cpu().numpy()
+            raw = torch.softmax(model.logits(encoder(xt)), dim=1).cpu().numpy()
+        # the probabilities `locate` reports (calibrated), so the caption agrees with the answer
+        probs = model.answer_context().posterior(raw).probs
         cells = np.full(len(pos), target) if target is not None else probs.argmax(axis=1)
         cams = gradcam(encoder, model.logits, xt, torch.as_tensor(cells))
         for p, cam, xi, prob, cell in zip(pos, cams, x, probs, cells):

@@ -82,8 +82,9 @@ def test_cells_without_training_places_have_no_city(cells):
 def test_hierarchy_city_accuracy_with_listed_answers_and_intervals(shares, cells):
     t_lat, t_lon = LAT[[0, 4, 8, 12]], LON[[0, 4, 8, 12]]  # Honolulu, Paris, Long Island City, Lambasa
     probs = np.vstack([_probs(cells, (lat, lon, 1.0)) for lat, lon in zip(t_lat, t_lon)])
-    acc = hierarchy_accuracy(["US", "FR", "US", "FJ"], ["US/Hawaii", "FR/Ile-de-France", "US/New York", "FJ/Northern"],
-                             t_lat, t_lon, pred_city=city_argmax(probs, shares), city_listed=cities_listed(probs, shares))
+    regions = ["US/Hawaii", "FR/Ile-de-France", "US/New York", "FJ/Northern"]
+    acc = hierarchy_accuracy(["US", "FR", "US", "FJ"], regions, t_lat, t_lon,
+                             pred_city=city_argmax(probs, shares), city_listed=cities_listed(probs, shares))
     # New York's cell: a tie of four towns at 25%; argmax takes the first key (Brooklyn), not Long Island City.
     assert acc["city_acc"] == pytest.approx(0.75) and acc["city_listed"] == pytest.approx(0.75)
     assert acc["city_acc_listed"] == 1.0

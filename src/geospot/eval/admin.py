@@ -95,7 +95,8 @@ def hierarchy_accuracy(pred_country, pred_region, true_lat, true_lon, pred_distr
     out = {"n": int(pc.size), "n_unknown": int((t[0] == "").sum())}
     _scored(out, "country_acc", pc, t[0], groups, seed)
     _scored(out, "region_acc", pr, t[1], groups, seed)
-    for level, pred, flags, truth in (("district", pred_district, listed, t[3]), ("city", pred_city, city_listed, t[2])):
+    levels = (("district", pred_district, listed, t[3]), ("city", pred_city, city_listed, t[2]))
+    for level, pred, flags, truth in levels:
         if pred is None:
             continue
         pred = np.asarray(pred, dtype=object).reshape(-1)

@@ -1,5 +1,6 @@
 """District (admin-2) answers on real data: how often the cells allow districts, and how often the
-hierarchy's district is right, beside country / region accuracy.
+hierarchy's district is right, beside country / region accuracy; then every OSV-5M accuracy (country,
+region, district, city) of the hierarchy and the point with its 95% bootstrap interval over places.
 
 For each Street View collection, in-collection: `streetview-global` on its own train/test split, the
 others on a split of their places (80% train, 20% test, grouped by location, seed 0). A plain linear
@@ -59,7 +60,7 @@ def main() -> None:
     from geospot.workflows.training import fit, load_model, save_model
 
     npz = Path(args.emb) if args.emb else Path("/work/emb") / f"{args.encoder}.npz"
-    rows = []
+    rows, ci_rows = [], []
     for name in args.collections.split(","):
         m = read_manifest(require_shared_data() / f"streetview-{name}" / "manifest.csv")
         emb = _embeddings(m, args.encoder, npz)
@@ -79,10 +80,18 @@ def main() -> None:
         rows.append([name, len(loaded.cells), f"{100 * shares.resolving().mean():.0f}", h["n"], h["n_district"],
                      pct(h["country_acc"]), pct(h["region_acc"]), pct(h["district_acc"]), pct(p["district_acc"]),
                      pct(h["district_listed"]), pct(h["district_acc_listed"])])
+        ci = lambda d, k: "-" if d.get(k) != d.get(k) or k not in d else (  # noqa: E731
+            f"{100 * d[k]:.1f} [{100 * d[k + '_ci'][0]:.1f}, {100 * d[k + '_ci'][1]:.1f}]")
+        ci_rows.append([name, h["n"]] + [ci(d, f"{lv}_acc") for lv in ("country", "region", "district", "city")
+                                         for d in (h, p)] + [pct(h.get("city_listed", float("nan")))])
         print(f"{name}: done", file=sys.stderr, flush=True)
     print_table(["collection", "cells", "cells resolving %", "test places", "with district", "country %",
                  "region %", "district % (hierarchy)", "district % (point)", "listed %", "district % where listed"],
                 rows, title="District answers, in-collection (plain linear head, S2 cells, no calibration)")
+    print()
+    print_table(["collection", "test places"] + [f"{lv} % ({who})" for lv in ("country", "region", "district", "city")
+                                                 for who in ("hierarchy", "point")] + ["city listed %"],
+                ci_rows, title="OSV-5M accuracies with 95% bootstrap intervals over places (same runs)")
 
 
 if __name__ == "__main__":

@@ -114,8 +114,9 @@ def test_eval_lines_name_district_accuracy_only_when_the_hierarchy_has_districts
     point = {"country_acc": 0.5, "region_acc": 0.25, "district_acc": 0.1, "city_acc": 0.0}
     hier = {"n": 10, "country_acc": 0.6, "region_acc": 0.3}
     old = admin_lines({"admin": {"hierarchy": hier, "point": point, "shares_from": "training places"}})
-    assert len(old) == 1 and "district" not in old[0]
+    assert len(old) == 2 and not any("district" in line for line in old)
     hier = {**hier, "n_district": 8, "district_acc": 0.125, "district_listed": 0.5, "district_acc_listed": 0.25}
     lines = admin_lines({"admin": {"hierarchy": hier, "point": point, "shares_from": "training places"}})
     assert lines[1] == ("district accuracy (admin-2, over the 8 of 10 places GeoNames gives one): hierarchy 12.5%; "
                         "answers list districts for 50% of them, 25.0% right there; point 10.0%")
+    assert lines[2].startswith("city accuracy (OSV-5M, the nearest GeoNames place): hierarchy n/a")

@@ -50,3 +50,9 @@ def test_eval_reports_district_accuracy(model, tmp_path, capsys):
     assert "district accuracy (admin-2, over the " in text and "answers list districts for 100% of them" in text
     hier = json.loads((tmp_path / "r" / "report.json").read_text())["admin"]["hierarchy"]
     assert hier["n_district"] > 0 and 0 <= hier["district_acc"] <= 1 and hier["district_listed"] == 1.0
+    # City accuracy of the hierarchy (shares from the model's training places) beside the point's, with intervals.
+    assert "city accuracy (OSV-5M, the nearest GeoNames place): hierarchy " in text and "hierarchy n/a" not in text
+    for level in ("country", "region", "district", "city"):
+        lo, hi = hier[f"{level}_acc_ci"]
+        assert 0 <= lo <= hier[f"{level}_acc"] <= hi <= 1
+    assert 0 <= hier["city_listed"] <= 1

@@ -65,15 +65,33 @@ def train_method_options(args) -> dict:
 
 
 def admin_lines(report: dict) -> list[str]:
-    """`geospot eval`'s country / region (and district) accuracy lines (OSV-5M definitions)."""
+    """`geospot eval`'s country / region, district and city accuracy lines (OSV-5M definitions), each with its
+    95% bootstrap interval where the report has one."""
     admin = report.get("admin")
     if not admin:
         return []
     h, p = admin["hierarchy"], admin["point"]
-    return [f"country / region accuracy (OSV-5M, GeoNames labels): hierarchy {100 * h['country_acc']:.1f}% / "
-            f"{100 * h['region_acc']:.1f}% (summed cell probabilities, shares from {admin['shares_from']}); "
-            f"point {100 * p['country_acc']:.1f}% / {100 * p['region_acc']:.1f}%, city {100 * p['city_acc']:.1f}%"
-            ] + _district_line(h, p)
+    return [f"country / region accuracy (OSV-5M, GeoNames labels): hierarchy {_pct(h, 'country_acc')} / "
+            f"{_pct(h, 'region_acc')} (summed cell probabilities, shares from {admin['shares_from']}); "
+            f"point {_pct(p, 'country_acc')} / {_pct(p, 'region_acc')}"
+            ] + _district_line(h, p) + _city_line(h, p)
+
+
+def _pct(d: dict, key: str) -> str:
+    """``"61.2% [58.7, 63.6]"`` (the interval only when ``key + "_ci"`` is there; NaN prints as n/a)."""
+    v = d[key]
+    if v != v:
+        return "n/a"
+    ci = d.get(key + "_ci")
+    return f"{100 * v:.1f}%" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def _listed(h: dict, level: str, what: str) -> str:
+    if f"{level}_listed" not in h:
+        return ""
+    there = h[f"{level}_acc_listed"]
+    return (f"; answers list {what} for {100 * h[f'{level}_listed']:.0f}% of them"
+            + (f", {100 * there:.1f}% right there" if there == there else ""))  # NaN: none listed
 
 
 def _district_line(h: dict, p: dict) -> list[str]:
@@ -82,10 +100,14 @@ def _district_line(h: dict, p: dict) -> list[str]:
         return []
     if not h["n_district"]:
         return [f"district accuracy (admin-2): none of the {h['n']} test places has a GeoNames district"]
-    listed = ""
-    if "district_listed" in h:
-        there = h["district_acc_listed"]
-        listed = (f"; answers list districts for {100 * h['district_listed']:.0f}% of them"
-                  + (f", {100 * there:.1f}% right there" if there == there else ""))  # NaN: none listed
     return [f"district accuracy (admin-2, over the {h['n_district']} of {h['n']} places GeoNames gives one): "
-            f"hierarchy {100 * h['district_acc']:.1f}%{listed}; point {100 * p['district_acc']:.1f}%"]
+            f"hierarchy {_pct(h, 'district_acc')}{_listed(h, 'district', 'districts')}; "
+            f"point {_pct(p, 'district_acc')}"]
+
+
+def _city_line(h: dict, p: dict) -> list[str]:
+    """City accuracy (OSV-5M: the nearest GeoNames place): the hierarchy's when it has city shares (from
+    training places), and the point's."""
+    hier = (f"hierarchy {_pct(h, 'city_acc')}{_listed(h, 'city', 'a city')}; " if "city_acc" in h
+            else "hierarchy n/a (no training places for city shares); ")
+    return [f"city accuracy (OSV-5M, the nearest GeoNames place): {hier}point {_pct(p, 'city_acc')}"]

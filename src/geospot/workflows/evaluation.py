@@ -75,6 +75,7 @@ def evaluate(
     notes = []
     train_lat = train_lon = recipe_probs_fn = None
     overlap = None
+    places = None  # real training places (degrees) for the hierarchy's city shares
     if train_manifest is not None:
         t_emb, t_ok = embeddings_or_compute(
             train_manifest, train_embeddings, model.encoder_name, mask, cache_dir, backend, device, progress,
@@ -92,10 +93,12 @@ def evaluate(
             log("WARNING: " + msg)
             notes.append("WARNING: " + msg)
         train_lat, train_lon = location_table(train_manifest.lat[t_ok], train_manifest.lon[t_ok], t_groups)
+        places = (train_lat, train_lon)
         recipe_probs_fn = _recipe_probs_fn(model, t_emb[t_ok], train_manifest.lat[t_ok],
                                            train_manifest.lon[t_ok], t_groups)
     elif getattr(model, "train_coords", None) is not None:
         train_lat, train_lon = model.train_coords
+        places = (train_lat, train_lon)
     else:  # no training coordinates shipped: the training distribution at cell resolution
         counts = np.asarray(model.cells.count, dtype=np.int64)
         train_lat = np.repeat(np.asarray(model.cells.centroid_lat, float), counts)
@@ -124,7 +127,7 @@ def evaluate(
         "comparisons": paired_comparisons(errors, main_name, groups=place_groups, seed=seed),
         "calibration": calibration_report(answer, errors[main_name], raw, model.cells, t_lat, t_lon),
         "overlap": overlap,
-        "admin": admin_report(model, answer["probs"], methods[main_name], t_lat, t_lon),
+        "admin": admin_report(model, answer["probs"], methods[main_name], t_lat, t_lon, places, place_groups, seed),
         "notes": notes + eval_notes(fuse, recipe_probs is not None),
     }
     if out_dir is not None:
@@ -151,10 +154,13 @@ def _refined_method(model, methods, answer, f_emb, inverse, n, main_name) -> str
     return name
 
 
-def admin_report(model, probs, main, t_lat, t_lon) -> dict | None:
-    """Country / region / district accuracy with OSV-5M's definitions (`geospot.eval.admin`): of the
-    hierarchy's argmax (summed cell probabilities) and of the main method's point, reverse-geocoded."""
+def admin_report(model, probs, main, t_lat, t_lon, train_places=None, groups=None, seed: int = 0) -> dict | None:
+    """Country / region / district / city accuracy with OSV-5M's definitions (`geospot.eval.admin`), with
+    95% bootstrap intervals (whole ``groups`` resampled when given): of the hierarchy's argmax (summed cell
+    probabilities) and of the main method's point, reverse-geocoded. City shares come from
+    ``train_places`` (``(lat, lon)`` of the training places, `geospot.eval.cities`): none without them."""
     from geospot.eval.admin import hierarchy_accuracy, point_admin_accuracy
+    from geospot.eval.cities import cities_listed, city_argmax, city_shares
     from geospot.models.hierarchy import (cell_shares, district_argmax, districts_listed, hierarchy_argmax,
                                           model_shares)
 
@@ -167,8 +173,14 @@ def admin_report(model, probs, main, t_lat, t_lon) -> dict | None:
         shares = cell_shares(model.cells, *(coords if coords is not None else (None, None)))
     country, region = hierarchy_argmax(probs, shares)
     district = (district_argmax(probs, shares), districts_listed(probs, shares)) if shares.has_districts else ()
-    return {"hierarchy": hierarchy_accuracy(country, region, t_lat, t_lon, *district),
-            "point": point_admin_accuracy(main.lat, main.lon, t_lat, t_lon), "shares_from": shares.source}
+    city = {}
+    if train_places is not None and np.size(train_places[0]):
+        cities = city_shares(model.cells, *train_places)
+        city = {"pred_city": city_argmax(probs, cities), "city_listed": cities_listed(probs, cities)}
+    return {"hierarchy": hierarchy_accuracy(country, region, t_lat, t_lon, *district, groups=groups, seed=seed,
+                                            **city),
+            "point": point_admin_accuracy(main.lat, main.lon, t_lat, t_lon, groups=groups, seed=seed),
+            "shares_from": shares.source}
 
 
 def answer_context(model):

@@ -132,7 +132,11 @@ def test_page_with_the_bundled_model_on_a_croatian_photo(browser, shared_data, l
         pytest.skip(f"{photo} not found")
     with live_server_class(create_app(None)) as server:
         seen = locate_in_page(browser, server.url + "/", [photo], tmp_path / "croatia.png")
-    # The bundled model's calibrated answer lies in the Pannonian basin (its 50% radius is ~1,200 km):
-    # the page names the place of the estimate, on the Croatian-Hungarian border.
-    assert "Croatia" in seen["answers"][0] or "Hungary" in seen["answers"][0], seen["answers"][0]
+    # The page names the place of the bundled model's estimate, as the library answers it
+    # (for this Croatian frame, a place near Croatia: Slovenia, Croatia or Hungary).
+    from geospot.predict import Predictor
+
+    (answer,) = Predictor.load(None).predict([photo])
+    assert answer.country and answer.country in seen["answers"][0], (answer.country, seen["answers"][0])
+    assert answer.country_code in ("HR", "SI", "HU", "BA"), answer.country_code
     assert seen["shaded"] > 0

@@ -281,9 +281,7 @@ def load_album(model_dir, cells_hash: str | None = None, num_cells: int | None =
                embed_dim: int | None = None) -> NumpyAlbumModel | None:
     """The album model stored in a model directory, or None when it has none; `AlbumError` when it is
     damaged or belongs to other cells (retrain it: `geospot train ... --album-model`)."""
-    from safetensors.numpy import load_file
-
-    from geospot.models.validate import read_json_bounded, shape_problems
+    from geospot.models.validate import read_json_bounded, read_numpy_tensors, shape_problems
 
     root = Path(model_dir)
     path = root / ALBUM_JSON
@@ -299,12 +297,7 @@ def load_album(model_dir, cells_hash: str | None = None, num_cells: int | None =
         if want is not None and meta[key] != want:
             raise AlbumError(f"{path}: '{key}' is {meta[key]} but the model has {want}")
     wpath = root / ALBUM_WEIGHTS
-    if not wpath.is_file():
-        raise AlbumError(f"{wpath}: missing (album model weights)")
-    try:
-        state = load_file(str(wpath))
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise AlbumError(f"{wpath}: corrupt or unreadable safetensors file: {exc}") from None
+    state = read_numpy_tensors(wpath, "album model weights", AlbumError)
     want_shapes = weight_shapes(meta)
     problems = shape_problems({k: v.shape for k, v in state.items()}, want_shapes, ALBUM_JSON)
     if problems:

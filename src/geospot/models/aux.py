@@ -185,21 +185,14 @@ def read_aux(root: Path, config: dict, feature_dim: int) -> AuxHeadsNumpy | None
         if not ok:
             raise CheckpointError(f"{where}: bad auxiliary head {h!r} (needs a known name, 2+ class names, a weight)")
         specs.append(AuxSpec(h["name"], list(h["classes"]), float(h["weight"])))
-    path = root / AUX_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (the auxiliary heads named in config.json)")
-    try:
-        from safetensors.numpy import load_file
+    from geospot.models.validate import read_numpy_tensors, shape_problems
 
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"{path}: corrupt or unreadable safetensors file (auxiliary heads): {exc}") from exc
+    path = root / AUX_FILE
+    state = read_numpy_tensors(path, "the auxiliary heads named in config.json", CheckpointError)
     want = {}
     for s in specs:
         want[f"{s.name}.weight"] = (len(s.classes), feature_dim)
         want[f"{s.name}.bias"] = (len(s.classes),)
-    from geospot.models.validate import shape_problems
-
     problems = shape_problems({k: v.shape for k, v in state.items()}, want)
     if problems:
         raise CheckpointError(f"{path}: does not match the auxiliary heads in config.json: " + "; ".join(problems))

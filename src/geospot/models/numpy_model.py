@@ -24,7 +24,7 @@ from geospot.models.checkpoint import (
     load_cells,
     read_config,
 )
-from geospot.models.validate import shape_problems
+from geospot.models.validate import read_numpy_tensors, shape_problems
 
 TRAIN_PLACES_FILE = "train_places.safetensors"  # written by geospot.pipeline.save_model
 _CHUNK = 8192
@@ -106,14 +106,7 @@ class NumpyGeoModel(AnswersMixin):
 
 
 def _load_head(path: Path, head: dict) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (head weights)")
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for truncated/garbled files
-        raise CheckpointError(f"{path}: corrupt or unreadable safetensors file (head weights): {exc}") from exc
+    state = read_numpy_tensors(path, "head weights", CheckpointError)
     expected = head_shapes(head)
     problems = shape_problems({k: v.shape for k, v in state.items()}, expected)
     problems += [f"'{k}' has non-float dtype {state[k].dtype}"

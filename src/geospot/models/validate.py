@@ -114,6 +114,19 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
+def read_numpy_tensors(path: Path, what: str, error: type[Exception] = ValueError) -> dict:
+    """The NumPy arrays of a safetensors file, or one ``error`` naming the file and ``what`` it is
+    (missing, or damaged: safetensors raises several types for truncated or garbled files)."""
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise error(f"{path}: missing ({what})")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise error(f"{path}: corrupt or unreadable safetensors file ({what}): {exc}") from None
+
+
 def check_finite(tensors: dict, path: Path) -> None:
     """Refuse NaN/inf weights: they would turn every answer into NaN (or a silent constant)."""
     import torch

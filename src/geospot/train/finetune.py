@@ -396,6 +396,19 @@ def _restore(state: dict, encoder, head, optimizer) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+def resume_state(run_dir: Path, state: dict | None, encoder, head, optimizer) -> tuple[list, dict, int]:
+    """``(history, bad_rows, start_epoch)``: a fresh start, or ``state`` restored into the parts
+    (one clear error when the saved state does not fit this model)."""
+    if state is None:
+        return [], {}, 1
+    try:
+        _restore(state, encoder, head, optimizer)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"{run_dir / STATE_FILE}: the saved fine-tuning state does not fit this model "
+                         f"({' '.join(str(exc).split())[:300]}); delete {run_dir} to start over") from exc
+    return state["history"], state["bad_rows"], state["epoch"] + 1
+
+
 # ---------------------------------------------------------------------------- training
 
 
@@ -522,17 +535,9 @@ def finetune(
 
     fingerprint = _fingerprint(model, df, config)
     state = _load_checkpoint(run_dir, fingerprint)
-    history: list[dict] = []
-    bad_rows: dict[str, str] = {}
-    start_epoch = 1
     torch.manual_seed(config.seed)
+    history, bad_rows, start_epoch = resume_state(run_dir, state, encoder, head, optimizer)
     if state is not None:
-        try:
-            _restore(state, encoder, head, optimizer)
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
-            raise ValueError(f"{run_dir / STATE_FILE}: the saved fine-tuning state does not fit this model "
-                             f"({' '.join(str(exc).split())[:300]}); delete {run_dir} to start over") from exc
-        history, bad_rows, start_epoch = state["history"], state["bad_rows"], state["epoch"] + 1
         print(f"finetune: resuming {run_dir} after epoch {state['epoch']}/{config.epochs}", file=sys.stderr)
 
     def load_train(item: tuple[int, int]) -> np.ndarray:

@@ -44,8 +44,8 @@ from torch import nn
 
 from geospot.data.images import open_image
 from geospot.train import dist
-from geospot.train.finetune import (STATE_FILE, FinetuneConfig, _fingerprint, _load_checkpoint, _restore,
-                                    _result_model, _row_rng, _save_checkpoint, _evaluate, augment, model_mask,
+from geospot.train.finetune import (FinetuneConfig, _fingerprint, _load_checkpoint,
+                                    _result_model, resume_state, _row_rng, _save_checkpoint, _evaluate, augment, model_mask,
                                     model_preprocess, normalise_image, trainable_parts, iter_loaded)
 from geospot.train.stream import _GlobalBatchDropout, _step_seed
 
@@ -150,19 +150,10 @@ def finetune_distributed(model, df, config: FinetuneConfig | dict | None = None,
 
     fingerprint = dict(_fingerprint(model, df, config), semantics=_SEMANTICS)
     state = _load_checkpoint(run_dir, fingerprint)  # every rank reads rank 0's files
-    history: list[dict] = []
-    bad_rows: dict[str, str] = {}
-    start_epoch = 1
-    if state is not None:
-        try:
-            _restore(state, encoder, head, optimizer)
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
-            raise ValueError(f"{run_dir / STATE_FILE}: the saved fine-tuning state does not fit this model "
-                             f"({' '.join(str(exc).split())[:300]}); delete {run_dir} to start over") from exc
-        history, bad_rows, start_epoch = state["history"], state["bad_rows"], state["epoch"] + 1
-        if ctx.is_main:
-            print(f"finetune: resuming {run_dir} after epoch {state['epoch']}/{config.epochs} on {world} "
-                  f"process(es)", file=sys.stderr)
+    history, bad_rows, start_epoch = resume_state(run_dir, state, encoder, head, optimizer)
+    if state is not None and ctx.is_main:
+        print(f"finetune: resuming {run_dir} after epoch {state['epoch']}/{config.epochs} on {world} "
+              f"process(es)", file=sys.stderr)
 
     draws = _RowDraws()
     head.drop = _GlobalBatchDropout(head.dropout)

@@ -3,7 +3,7 @@ leave-one-collection-out over the shared Street View collections, exactly as
 `bench_generalization.py` scores the default (calibration with inner folds,
 single photos, baselines from the same run). One change from the default per row.
 
-    python benchmarks/bench_recipes.py [--jobs 2] [--variants default tau25 ...]
+    python benchmarks/bench_recipes.py [--jobs 2] [--variants default "tau 500 km" ...]
     python benchmarks/bench_recipes.py --export DIR          # write embeddings as NPZ (to run elsewhere)
     python benchmarks/bench_recipes.py --npz DIR/efficientnet-lite0.npz DIR/efficientnet-lite2.npz --jobs 16
 
@@ -34,12 +34,11 @@ VARIANTS = {
     "cells s2 4/30 (finer)": {"cells": {"scheme": "s2", "min_per_cell": 4, "max_per_cell": 30}},
     "cells s2 16/120 (coarser)": {"cells": {"scheme": "s2", "min_per_cell": 16, "max_per_cell": 120}},
     "cells s2 30/250 (coarsest)": {"cells": {"scheme": "s2", "min_per_cell": 30, "max_per_cell": 250}},
-    "tau 25 km": {"config": {"tau_km": 25.0}},
-    "tau 250 km": {"config": {"tau_km": 250.0}},
-    "tau 750 km": {"config": {"tau_km": 750.0}},
+    "tau 75 km (PIGEON; the default before)": {"config": {"tau_km": 75.0}},
+    "tau 500 km": {"config": {"tau_km": 500.0}},
+    "tau 1000 km": {"config": {"tau_km": 1000.0}},
     "loss ce": {"config": {"loss": "ce"}},
     "class weighting none": {"config": {"class_weighting": "none"}},
-    "tau 250 km + early stopping": {"config": {"tau_km": 250.0, "val_fraction": 0.1}},
     "MLP head 512": {"config": {"hidden": 512}},
     "epochs 10": {"config": {"epochs": 10}},
     "epochs 60": {"config": {"epochs": 60}},

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from geospot.train.config import DEFAULT_TAU_KM
+
 
 @dataclass
 class AlbumConfig:
@@ -35,7 +37,7 @@ class AlbumConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    tau_km: float = 75.0
+    tau_km: float = DEFAULT_TAU_KM
     hop_km: float = 300.0
     max_places: int = 6
     max_views: int = 3

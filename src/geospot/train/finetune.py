@@ -44,6 +44,7 @@ from PIL import Image, ImageEnhance
 from safetensors.torch import load_file, save_file
 
 from geospot.data.images import ImageError, open_image
+from geospot.train.config import DEFAULT_TAU_KM
 
 __all__ = [
     "FinetuneConfig",
@@ -90,7 +91,7 @@ class FinetuneConfig:
     jitter: float = 0.2
     mask: dict | None = None
     loss: str = "haversine"
-    tau_km: float = 75.0
+    tau_km: float = DEFAULT_TAU_KM
     class_weighting: str = "none"
     estimate_top_k: int = 5
     seed: int = 0

@@ -11,7 +11,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from geospot.encoders.store import EmbeddingStore
 from geospot.train.calibrate_stream import calibrate_streaming
@@ -22,13 +21,7 @@ CFG = TrainConfig(epochs=3, dropout=0.0, batch_size=64, lr=3e-3)
 CELLS = {"scheme": "s2", "min_per_cell": 3, "max_per_cell": 20}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: torch's thread pool only adds contention on a loaded 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Rows:

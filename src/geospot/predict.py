@@ -323,10 +323,10 @@ def place_phrase(radius50_km: float, city: str = "", region: str = "", country: 
 def _where(result: Prediction) -> str:
     sea_off = ""
     if not result.country and math.isfinite(result.lat) and math.isfinite(result.lon):
-        from geospot.geo.geocode import reverse_geocode
+        from geospot.geo.geocode import geonames_country_codes
         from geospot.geo.regions import country_name
 
-        code = reverse_geocode([result.lat], [result.lon])[0].geonames_country_code
+        code = str(geonames_country_codes([result.lat], [result.lon])[0])
         sea_off = country_name(code) if code else ""
     return place_phrase(result.radius_km.get("50", float("inf")), result.city, result.region, result.country,
                         sea_off=sea_off)

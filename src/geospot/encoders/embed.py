@@ -81,14 +81,7 @@ def prepare_image(path: str | os.PathLike, preprocess: Any, mask: Any = None) ->
     Use this wherever images are embedded (training, evaluation, prediction) so
     they all see identical pixels.
     """
-    from geospot.data.images import open_image
-
-    # min_side lets the JPEG decoder downscale big photos by DCT scaling (several
-    # times faster), never below the size that preprocessing resizes to anyway.
-    img = open_image(path, min_side=getattr(preprocess, "resize", None))
-    if mask is not None:
-        img = mask.apply(img)
-    return preprocess(img)
+    return preprocess(_decoded(path, preprocess, mask))
 
 
 def prepare_views(path: str | os.PathLike, preprocess: Any, mask: Any = None) -> np.ndarray:
@@ -96,14 +89,19 @@ def prepare_views(path: str | os.PathLike, preprocess: Any, mask: Any = None) ->
 
     One decode per photo whatever V; a preprocess without views (any callable
     giving [3, S, S]) yields V = 1."""
-    from geospot.data.images import open_image
-
     if getattr(preprocess, "n_views", 1) == 1:  # the centre crop alone: the one path every caller shares
         return prepare_image(path, preprocess, mask)[None]
+    return preprocess.all_views(_decoded(path, preprocess, mask))
+
+
+def _decoded(path: str | os.PathLike, preprocess: Any, mask: Any = None):
+    """The decoded (`open_image`), masked photo that preprocessing crops."""
+    from geospot.data.images import open_image
+
+    # min_side lets the JPEG decoder downscale big photos by DCT scaling (several
+    # times faster), never below the size that preprocessing resizes to anyway.
     img = open_image(path, min_side=getattr(preprocess, "resize", None))
-    if mask is not None:
-        img = mask.apply(img)
-    return preprocess.all_views(img)
+    return mask.apply(img) if mask is not None else img
 
 
 class _Loader:

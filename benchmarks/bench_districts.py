@@ -6,7 +6,7 @@ For each Street View collection, in-collection: `streetview-global` on its own t
 others on a split of their places (80% train, 20% test, grouped by location, seed 0). A plain linear
 head over the default S2 cells, no calibration (as `bench_model_options.py`), through the same library
 calls as `geospot train` / `geospot eval` (fit -> save_model -> load_model -> evaluate). Embeddings from
-``--emb FILE.npz`` (``emb``, ``path``), by default ``/work/emb/<encoder>.npz``, else geospot's cache.
+``--emb FILE.npz`` (``emb``, ``path``; e.g. from `bench_recipes.py --export`), else geospot's cache.
 
     python benchmarks/bench_districts.py
 """
@@ -36,10 +36,10 @@ def _split(df, name: str) -> np.ndarray:
     return np.isin(groups, test)
 
 
-def _embeddings(m, encoder: str, npz: Path) -> np.ndarray:
+def _embeddings(m, encoder: str, npz: Path | None) -> np.ndarray:
     from geospot.workflows.embedding import embed_manifest
 
-    if npz.is_file():
+    if npz is not None and npz.is_file():
         d = np.load(npz, allow_pickle=False)
         row = {p: i for i, p in enumerate(d["path"])}
         if all(str(p) in row for p in m.paths):
@@ -51,7 +51,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="efficientnet-lite0")
-    ap.add_argument("--emb", help="NPZ with emb and path arrays (default /work/emb/<encoder>.npz if present)")
+    ap.add_argument("--emb", help="NPZ with emb and path arrays (default: embed through geospot's cache)")
     ap.add_argument("--collections", default=",".join(COLLECTIONS))
     args = ap.parse_args()
     from geospot.data.manifest import Manifest, read_manifest
@@ -59,7 +59,7 @@ def main() -> None:
     from geospot.workflows.evaluation import evaluate
     from geospot.workflows.training import fit, load_model, save_model
 
-    npz = Path(args.emb) if args.emb else Path("/work/emb") / f"{args.encoder}.npz"
+    npz = Path(args.emb) if args.emb else None
     rows, ci_rows = [], []
     for name in args.collections.split(","):
         m = read_manifest(require_shared_data() / f"streetview-{name}" / "manifest.csv")

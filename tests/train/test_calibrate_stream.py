@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from geospot.encoders.store import EmbeddingStore
-from geospot.train.calibrate_stream import calibrate_streaming
+from geospot.train.calibrate_stream import calibrate_streaming, familiarity_streaming
 from geospot.train.config import TrainConfig
-from geospot.workflows.training import train_calibrated
+from geospot.workflows.training import scaled_estimates, train_calibrated
 
 CFG = TrainConfig(epochs=3, dropout=0.0, batch_size=64, lr=3e-3)
 CELLS = {"scheme": "s2", "min_per_cell": 3, "max_per_cell": 20}
@@ -52,21 +52,27 @@ def store(tmp_path_factory):
 def _in_memory(st, rows, collections):
     emb = np.asarray(st.emb, np.float32)[rows]  # the same float16-rounded values
     return train_calibrated(emb, st.lat[rows], st.lon[rows], st.groups[rows], collections=collections, config=CFG,
-                            cell_params=CELLS, progress=False).calibration
+                            cell_params=CELLS, progress=False)
 
 
 @pytest.mark.parametrize("by_collection", [True, False])
 def test_streamed_calibration_equals_in_memory(store, by_collection):
     rows = np.flatnonzero(np.asarray(store.ok))
     cols = store.index["collection"].astype(str).to_numpy() if by_collection else None
-    ref = _in_memory(store, rows, None if cols is None else cols[rows])
+    trained = _in_memory(store, rows, None if cols is None else cols[rows])
+    ref = trained.calibration
+    # as `geospot scale train` does: the familiarity gate first, then radii for its fallback too
+    fam = familiarity_streaming(store.emb, store.groups, rows, CFG.seed, collections=cols)
+    assert fam.fitted_on == trained.familiarity.fitted_on
+    assert fam.threshold == pytest.approx(trained.familiarity.threshold, abs=1e-5)
+    np.testing.assert_allclose(fam.mean, trained.familiarity.mean, atol=1e-5)
     got, how = calibrate_streaming(store.emb, store.lat, store.lon, store.groups, rows, CFG, collections=cols,
-                                    cell_params=CELLS)
+                                   cell_params=CELLS, estimates=tuple(scaled_estimates(None, fam)))
     assert how.startswith("leave-one-collection-out" if by_collection else "group 5-fold")
     assert got.fitted_on == ref.fitted_on and "sample" not in got.fitted_on
     for name in ("temperature", "prior_weight", "kernel_km"):
         assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-4, abs=1e-6), name
-    assert got.radius_scale.keys() == ref.radius_scale.keys()
+    assert got.radius_scale.keys() == ref.radius_scale.keys() == {"local_mean", "max_geoscore"}
     for est, levels in ref.radius_scale.items():
         for level, v in levels.items():
             assert got.radius_scale[est][level] == pytest.approx(v, rel=1e-4), (est, level)

@@ -102,3 +102,58 @@ def test_combine_names_collections_and_prefixes_places(collections):
     assert all(g.startswith(c + "/") for g, c in zip(m.groups, m.df["collection"]))
     with pytest.raises(ValueError, match="collection name"):
         combine(parts[:1] + parts[:1])
+
+
+def _with_threshold(model: Path, tmp_path: Path, threshold: float) -> Path:
+    """A copy of `model` whose familiarity threshold is `threshold` (1: every photo unfamiliar)."""
+    import shutil
+
+    out = tmp_path / f"m{threshold}"
+    shutil.copytree(model, out)
+    config = json.loads((out / "config.json").read_text())
+    config["familiarity"]["threshold"] = threshold
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_training_fits_a_familiarity_gate_out_of_fold(model):
+    config = json.loads((model / "config.json").read_text())
+    fam = config["familiarity"]
+    assert fam["file"] == "familiarity.safetensors" and (model / fam["file"]).is_file()
+    assert "leave-one-collection-out (3 collections" in fam["fitted_on"]
+    assert -1 <= fam["threshold"] <= 1 and fam["quantile"] == 0.01 and fam["fallback"] == "max_geoscore"
+    # the fallback's answers carry radii fitted for it
+    assert set(config["calibration"]["radius_scale"]) == {"local_mean", "max_geoscore"}
+
+
+def test_unfamiliar_photos_answer_with_the_fallback_unless_an_estimate_is_picked(collections, model, tmp_path, capsys):
+    photo = str(collections[0].parent / pd.read_csv(collections[0])["path"][0])
+    strict = _with_threshold(model, tmp_path, 1.0)
+    assert main(["locate", photo, "--model", str(strict), "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)[0]
+    assert a["unfamiliar"] is True and a["estimate"] == "max_geoscore"
+    assert (a["lat"], a["lon"]) == (a["estimates"]["max_geoscore"]["lat"], a["estimates"]["max_geoscore"]["lon"])
+    assert a["familiarity"] < 1.0
+    assert main(["locate", photo, "--model", str(strict)]) == 0
+    assert "unlike the training photos (familiarity" in capsys.readouterr().out
+    assert main(["locate", photo, "--model", str(strict), "--estimate", "local_mean", "--json"]) == 0
+    picked = json.loads(capsys.readouterr().out)[0]
+    assert picked["estimate"] == "local_mean" and "familiarity" not in picked
+    assert main(["locate", photo, "--model", str(_with_threshold(model, tmp_path, -1.0)), "--json"]) == 0
+    lenient = json.loads(capsys.readouterr().out)[0]
+    assert lenient["unfamiliar"] is False and lenient["estimate"] == "local_mean"
+
+
+def test_eval_scores_the_gate_as_locate_answers(collections, model, tmp_path, capsys):
+    strict = _with_threshold(model, tmp_path, 1.0)
+    out = tmp_path / "e"
+    assert main(["eval", str(strict), str(collections[1]), "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    main_name = report["main_method"]
+    assert main_name == "geospot: local_mean, max_geoscore if unfamiliar"
+    # every photo unfamiliar: the gated method is max_geoscore, and each estimate is still scored alone
+    assert report["methods"][main_name]["geoscore"] == pytest.approx(
+        report["methods"]["geospot: max_geoscore"]["geoscore"])
+    assert "geospot: local_mean" in report["methods"]
+    table = pd.read_csv(out / "predictions.csv")
+    assert set(table["estimate"]) == {"max_geoscore"}

@@ -194,17 +194,22 @@ def _train(args, ctx) -> int:
               f"batches streamed from {store_dir}", file=sys.stderr)
     config = _train_config(args)
     collections = st.index["collection"].astype(str).to_numpy() if "collection" in st.index.columns else None
-    calibration = None
+    calibration = familiarity = None
     if not args.no_calibrate and not args.unfreeze:  # fine-tuning changes the model: `finetune` drops it too
-        from geospot.train.calibrate_stream import calibrate_streaming
+        from geospot.train.calibrate_stream import calibrate_streaming, familiarity_streaming
+        from geospot.workflows.training import scaled_estimates
 
+        familiarity = (familiarity_streaming(st.emb, groups, rows, config.seed, collections=collections)
+                       if ctx.is_main else None)  # only rank 0 saves the model
         calibration, _ = calibrate_streaming(st.emb, lat, lon, groups, rows, config, collections=collections,
                                              cells=cells if args.cells else None,
                                              cell_params=None if args.cells else _cell_params(args),
-                                             estimates=(args.estimate,) if args.estimate else None, ctx=ctx)
+                                             estimates=scaled_estimates((args.estimate,) if args.estimate else None,
+                                                                        familiarity), ctx=ctx)
     head, hist = train_head_streaming(st.emb, lat, lon, cells, config, groups=groups, rows=rows, ctx=ctx,
                                       state_dir=run_dir / "head_state", progress=not args.quiet, val=val)
     model = _model(args, st, head, hist, cells, config, calibration, lat[rows], lon[rows], groups[rows])
+    model.familiarity = familiarity
     if args.unfreeze:
         model = _finetune(args, model, st, rows, ctx, run_dir, mask, val_manifest)
     if ctx.is_main:

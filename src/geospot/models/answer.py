@@ -127,44 +127,55 @@ class AnswerContext:
         return Posterior(self.calibration.apply(raw_probs, self.prior), self)
 
     def answer(self, raw_probs, top_k: int = 5, estimate: str = DEFAULT_ESTIMATE,
-               estimates: tuple[str, ...] | None = None, levels=(0.5, 0.9), within_km=WITHIN_KM) -> dict:
+               estimates: tuple[str, ...] | None = None, levels=(0.5, 0.9), within_km=WITHIN_KM,
+               fallback=None, fallback_estimate: str = "max_geoscore") -> dict:
         """Everything an answer holds, as arrays over the batch:
 
         ``probs`` (calibrated [B, C]); ``lat``/``lon`` (the chosen estimate);
         ``estimates`` {name: (lat, lon)} (every registered estimate, or those named);
         ``top_idx``/``top_prob`` [B, k]; ``radius_km`` [B, len(levels)] around the
-        chosen estimate; ``within`` [B, len(within_km)] probability within each radius.
+        chosen estimate; ``within`` [B, len(within_km)] probability within each radius;
+        ``used`` [B] the estimate each row answers with.
+
+        ``fallback`` ([B] bool, e.g. `Familiarity.unfamiliar`): those rows answer with
+        ``fallback_estimate`` instead (its point, and radii with its own scales).
         """
-        if estimate not in ESTIMATES:
-            raise ValueError(f"unknown estimate {estimate!r}; choose from {', '.join(ESTIMATES)}")
+        for name in (estimate, fallback_estimate):
+            if name not in ESTIMATES:
+                raise ValueError(f"unknown estimate {name!r}; choose from {', '.join(ESTIMATES)}")
         if int(top_k) != top_k or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         post = self.posterior(raw_probs)
+        n = post.probs.shape[0]
         k = min(int(top_k), post.probs.shape[1])
+        switch = np.zeros(n, bool) if fallback is None else np.asarray(fallback, bool).reshape(-1)
+        if switch.shape != (n,):
+            raise ValueError(f"fallback must hold one flag per row ({n}), got {switch.shape[0]}")
         names = list(estimates) if estimates is not None else list(ESTIMATES)
-        if estimate not in names:
-            names.append(estimate)
+        for name in (estimate, fallback_estimate) if switch.any() else (estimate,):
+            if name not in names:
+                names.append(name)
         est = {name: tuple(np.asarray(a, np.float64) for a in ESTIMATES[name](post, k)) for name in names}
         lat, lon = est[estimate]
+        used = np.full(n, estimate, dtype=object)
+        if switch.any():
+            lat, lon = np.where(switch, est[fallback_estimate][0], lat), np.where(switch, est[fallback_estimate][1], lon)
+            used[switch] = fallback_estimate
         w = mixture_weights(post.probs, self.support)
-        h = self.calibration.kernel_km
+        if not switch.any():
+            radii, within = self._radii(w, lat, lon, estimate, levels, within_km)
+        else:
+            radii, within = np.empty((n, len(levels))), np.empty((n, len(within_km)))
+            for name, rows in ((estimate, ~switch), (fallback_estimate, switch)):
+                if rows.any():
+                    radii[rows], within[rows] = self._radii(w[rows], lat[rows], lon[rows], name, levels, within_km)
         basic = post.basic(k)
-        # split-conformal radius scales fitted out of fold (1 where none): radii, and the
-        # distance axis of "probability within", stretched alike
-        scale = self.calibration.scales_for(estimate, levels)
-        within_scale = float(np.exp(np.mean(np.log(scale)))) if len(scale) else 1.0
-        within_r = np.asarray(within_km, np.float64) / within_scale
-        radii, within = radii_and_within(w, self.support, h, lat, lon, levels, within_r)
-        radii = radii * scale[None, :]
-        # per-level scales can cross where the raw radii saturate at half the globe:
-        # a higher level's radius is never smaller than a lower level's
-        order = np.argsort(np.asarray(levels, np.float64), kind="stable")
-        radii[:, order] = np.maximum.accumulate(radii[:, order], axis=1)
         return {
             "probs": post.probs,
             "lat": lat,
             "lon": lon,
             "estimate": estimate,
+            "used": used,
             "estimates": est,
             "top_idx": basic["top_idx"],
             "top_prob": basic["top_prob"],
@@ -173,3 +184,18 @@ class AnswerContext:
             "within": within,
             "within_km": tuple(within_km),
         }
+
+    def _radii(self, w, lat, lon, estimate: str, levels, within_km):
+        """Radii around ``estimate``'s points and the probability within ``within_km``."""
+        # split-conformal radius scales fitted out of fold (1 where none): radii, and the
+        # distance axis of "probability within", stretched alike
+        scale = self.calibration.scales_for(estimate, levels)
+        within_scale = float(np.exp(np.mean(np.log(scale)))) if len(scale) else 1.0
+        within_r = np.asarray(within_km, np.float64) / within_scale
+        radii, within = radii_and_within(w, self.support, self.calibration.kernel_km, lat, lon, levels, within_r)
+        radii = radii * scale[None, :]
+        # per-level scales can cross where the raw radii saturate at half the globe:
+        # a higher level's radius is never smaller than a lower level's
+        order = np.argsort(np.asarray(levels, np.float64), kind="stable")
+        radii[:, order] = np.maximum.accumulate(radii[:, order], axis=1)
+        return radii, within

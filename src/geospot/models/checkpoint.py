@@ -63,6 +63,7 @@ class AnswersMixin:
     refiner = None  # geospot.models.refine.Prototypes (prototypes, or one row per image for kNN)
     refine_method = None  # "prototypes" | "knn"
     hybrid = None  # geospot.models.methods.HybridNumpy
+    familiarity = None  # geospot.models.familiarity.Familiarity: unfamiliar photos answer with its fallback
 
     def predict_aux(self, emb) -> dict:
         """Auxiliary heads' probabilities ``{name: [B, K]}`` (empty without auxiliary heads)."""
@@ -77,6 +78,9 @@ class AnswersMixin:
         head = config["head"]
         self.aux = read_aux(root, config, head["hidden"] or head["embed_dim"])
         self.refine_method, self.refiner, self.hybrid = read_methods(root, config, self.cells)
+        from geospot.models.familiarity import read_familiarity
+
+        self.familiarity = read_familiarity(root, config)
 
     def answer_context(self):
         """The model's `AnswerContext` (calibration, support, estimates), built once."""
@@ -191,6 +195,8 @@ class GeoModel(AnswersMixin):
             from geospot.models.methods import HYBRID_FILE
 
             extras["hybrid"] = HYBRID_FILE
+        if self.familiarity is not None:
+            extras["familiarity"] = self.familiarity.config()
         return extras | {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -246,6 +252,8 @@ class GeoModel(AnswersMixin):
             from geospot.models.methods import save_methods
 
             save_methods(self, tmp)
+            if self.familiarity is not None:
+                self.familiarity.save(tmp)
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ import torch
 
 from geospot.train import dist
 
-__all__ = ["PREDICTION_BUDGET_BYTES", "calibrate_streaming"]
+__all__ = ["PREDICTION_BUDGET_BYTES", "calibrate_streaming", "familiarity_streaming"]
 
 #: Out-of-fold probabilities kept for fitting (float64 [rows, cells]); calibration copies them a few times.
 PREDICTION_BUDGET_BYTES = 256 * 2**20
@@ -113,3 +113,15 @@ def calibrate_streaming(emb, lat, lon, groups, rows, config, *, collections=None
          f"{cal.kernel_km:.0f} km, radius scales "
          + ", ".join(f"{k} {v['50']:.2f}/{v['90']:.2f}" for k, v in cal.radius_scale.items()))
     return cal, how
+
+
+def familiarity_streaming(emb, groups, rows, seed: int, collections=None):
+    """The `Familiarity` of rows `rows` of a memory-mapped `emb`, on the same folds as
+    `calibrate_streaming` (read in chunks; no head is trained). None without folds."""
+    from geospot.workflows.training import _fit_familiarity, calibration_folds
+
+    rows = np.asarray(rows, dtype=np.int64)
+    col = None if collections is None else np.asarray(collections).astype(str)[rows]
+    folds, how = calibration_folds(np.asarray(groups, dtype=object)[rows], col, seed=seed)
+    return _fit_familiarity(emb, folds, how, rows=rows)
+

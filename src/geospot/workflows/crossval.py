@@ -14,7 +14,8 @@ from geospot.data.manifest import Manifest
 from geospot.encoders.preprocess import DEFAULT_VIEWS
 from geospot.workflows.embedding import DEFAULT_ENCODER, collections_of, embeddings_or_compute, log
 from geospot.workflows.scoring import (
-    MEDOID, baseline_methods, calibration_report, fuse_views, method_name, model_methods, paired_comparisons,
+    MEDOID, baseline_methods, calibration_report, fuse_views, main_method_name, method_name, model_methods,
+    paired_comparisons,
     place_probs, predictions_table, score_methods,
 )
 from geospot.workflows.training import DEFAULT_CELLS, head_probs, location_table, recipe_config, train_calibrated
@@ -90,7 +91,9 @@ def cross_validate(
         ctx = AnswerContext(cells, trained.support, trained.calibration)
         f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[te], lat[te], lon[te], groups[te], fuse)
         raw = place_probs(lambda e: head_probs(trained.head, e, config.normalize), f_emb, inverse, n)
-        methods, answer = model_methods(ctx, raw, main, top_k=top_k)
+        familiarity = trained.familiarity if estimate is None else None  # as `locate` (see evaluate)
+        methods, answer = model_methods(ctx, raw, main, top_k=top_k, familiarity=familiarity, emb=f_emb)
+        main_name = main_method_name(main, familiarity)
         recipe = place_probs(lambda e: head_probs(r_head, e, config.normalize), f_emb, inverse, n)
         tr_lat, tr_lon = location_table(lat[tr], lon[tr], groups[tr])
         methods.update(baseline_methods(tr_lat, tr_lon, n, seed=seed + k, recipe_probs=recipe, cells=cells))
@@ -102,6 +105,7 @@ def cross_validate(
             "fold": label, "n_test_places": int(n), "n_train_images": int(len(tr)), "n_cells": len(cells),
             "calibration_fit": trained.calibration.to_dict() if trained.calibration else None,
             "methods": results, "calibration": _scalars(calib),
+            "unfamiliar": None if answer["unfamiliar"] is None else int(answer["unfamiliar"].sum()),
             "comparisons": paired_comparisons(errors, main_name, groups=place_groups, seed=seed),
         })
         for name, e in errors.items():

@@ -8,7 +8,8 @@ import numpy as np
 from geospot.data.manifest import Manifest
 from geospot.workflows.embedding import embeddings_or_compute, log
 from geospot.workflows.scoring import (
-    MEDOID, baseline_methods, calibration_report, fuse_views, method_name, model_methods, paired_comparisons,
+    MEDOID, baseline_methods, calibration_report, fuse_views, main_method_name, model_methods,
+    paired_comparisons,
     place_probs, predictions_table, score_methods,
 )
 from geospot.workflows.training import head_config, location_table, recipe_config
@@ -107,8 +108,11 @@ def evaluate(
                      "the cell centroids weighted by their training counts.")
     f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[ok], lat, lon, groups, fuse)
     raw = place_probs(model.predict_proba, f_emb, inverse, n)
-    methods, answer = model_methods(answer_context(model), raw, main, top_k=top_k)
-    main_name = method_name(main)
+    # the model's familiarity gate applies as in `locate`, unless an estimate was picked
+    familiarity = getattr(model, "familiarity", None) if estimate is None else None
+    methods, answer = model_methods(answer_context(model), raw, main, top_k=top_k, familiarity=familiarity,
+                                    emb=f_emb)
+    main_name = main_method_name(main, familiarity)
     refined_name = _refined_method(model, methods, answer, f_emb, inverse, n, main_name)
     if refined_name:  # the model's --hybrid / --refine answer is what locate says: it is the main method
         main_name = refined_name

@@ -69,15 +69,31 @@ def place_probs(proba_fn: Callable[[np.ndarray], np.ndarray], emb, inverse, n) -
     return fuse_probs(probs, inverse, n)
 
 
-def model_methods(context, raw_probs: np.ndarray, main: str, top_k: int = 5):
+def gated_name(main: str, fallback: str) -> str:
+    """The method that answers ``main``, and ``fallback`` for unfamiliar photos (what `locate` does)."""
+    return f"{MODEL_PREFIX}{main}, {fallback} if unfamiliar"
+
+
+def main_method_name(main: str, familiarity=None) -> str:
+    return gated_name(main, familiarity.fallback) if familiarity is not None else method_name(main)
+
+
+def model_methods(context, raw_probs: np.ndarray, main: str, top_k: int = 5, familiarity=None, emb=None):
     """``(methods, answer)``: every registered estimate of the model (main first), and
-    the full answer of the main estimate (radii, probability within, calibrated probs)."""
+    the full answer of the main estimate (radii, probability within, calibrated probs).
+
+    With a `Familiarity` (and the rows' embeddings ``emb``), the main method answers
+    unfamiliar rows with its fallback, as the predictor does (`main_method_name`); each
+    estimate alone is scored too."""
     from geospot.models.answer import ESTIMATES
 
-    answer = context.answer(raw_probs, top_k=top_k, estimate=main)
-    methods = {method_name(main): Predictions(answer["lat"], answer["lon"], answer["probs"])}
+    unfamiliar = familiarity.unfamiliar(emb) if familiarity is not None else None
+    answer = context.answer(raw_probs, top_k=top_k, estimate=main, fallback=unfamiliar,
+                            fallback_estimate=familiarity.fallback if familiarity is not None else "max_geoscore")
+    answer["unfamiliar"] = unfamiliar
+    methods = {main_method_name(main, familiarity): Predictions(answer["lat"], answer["lon"], answer["probs"])}
     for name in ESTIMATES:
-        if name != main:
+        if name != main or familiarity is not None:
             lat, lon = answer["estimates"][name]
             methods[method_name(name)] = Predictions(lat, lon, answer["probs"])
     return methods, answer
@@ -165,6 +181,8 @@ def predictions_table(names, true_lat, true_lon, answer: dict, main_errors, cell
         "lat": np.round(answer["lat"], 6), "lon": np.round(answer["lon"], 6),
         "error_km": np.round(main_errors, 3), "top_cells": top,
     })
+    if answer.get("unfamiliar") is not None:  # the estimate each row answered with (familiarity gate)
+        df["estimate"] = answer["used"]
     for j, lv in enumerate(answer["levels"]):
         df[f"radius{int(round(100 * lv))}_km"] = np.round(answer["radius_km"][:, j], 1)
     for j, r in enumerate(answer["within_km"]):

@@ -77,6 +77,7 @@ class TrainedHead:
     calibration: Any
     history: dict
     oof: list = field(default_factory=list)  # FoldPredictions of the calibration folds
+    familiarity: Any = None  # geospot.models.familiarity.Familiarity (None without calibration folds)
 
 
 def _head_and_support(emb, lat, lon, groups, cells, cell_params, config, progress, val=None, aux=None):
@@ -129,9 +130,10 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
     # the model's cells first: too few places fail here, in the user's terms, not inside a fold
     final_cells = cells if cells is not None else build_model_cells(lat, lon, groups, cell_params)
     oof: list = []
-    calibration = None
+    calibration = familiarity = None
     if calibrate:
         folds, how = calibration_folds(groups, collections, seed=config.seed)
+        familiarity = _fit_familiarity(emb, folds, how)
         if folds:
             log(f"calibrating on out-of-fold predictions: {how}")
         for k, (tr, te) in enumerate(folds):
@@ -145,11 +147,10 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
             probs = head_probs(f_head, emb[te], config.normalize)
             oof.append(FoldPredictions(probs, cell_prior(f_cells), f_support, lat[te], lon[te], f_cells))
         if oof:
-            from geospot.models.answer import DEFAULT_ESTIMATE
             from geospot.models.calibration import fit_radius_scales
 
             calibration = fit_calibration(oof, fitted_on=f"{how}; {len(lat)} images")
-            calibration.radius_scale = fit_radius_scales(oof, calibration, list(estimates or (DEFAULT_ESTIMATE,)),
+            calibration.radius_scale = fit_radius_scales(oof, calibration, scaled_estimates(estimates, familiarity),
                                                          seed=config.seed)
             log(f"calibration: temperature {calibration.temperature:.2f}, prior weight "
                 f"{calibration.prior_weight:.3f}, kernel {calibration.kernel_km:.0f} km, radius scales "
@@ -158,7 +159,29 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
             calibration = Calibration(fitted_on=how)
     cells, head, support, history = _head_and_support(emb, lat, lon, groups, final_cells, cell_params, config,
                                                       progress, val=val, aux=aux)
-    return TrainedHead(cells, head, support, calibration, history, oof)
+    return TrainedHead(cells, head, support, calibration, history, oof, familiarity)
+
+
+def _fit_familiarity(emb, folds, how: str, rows=None):
+    from geospot.models.familiarity import fit_familiarity
+
+    n = len(emb) if rows is None else len(rows)
+    fam = fit_familiarity(emb, folds, rows=rows, fitted_on=f"{how}; {n} images")
+    if fam is not None:
+        log(f"familiarity: photos less like the training photos than {100 * fam.quantile:g}% of held-out ones "
+            f"(cosine to the mean embedding < {fam.threshold:.3f}) answer with {fam.fallback}")
+    return fam
+
+
+def scaled_estimates(estimates, familiarity) -> list[str]:
+    """The estimates to fit radius scales for: those asked (default: the library's), and the
+    familiarity fallback, whose answers carry their own radii."""
+    from geospot.models.answer import DEFAULT_ESTIMATE
+
+    names = list(estimates or (DEFAULT_ESTIMATE,))
+    if familiarity is not None and familiarity.fallback not in names:
+        names.append(familiarity.fallback)
+    return names
 
 
 def fit(
@@ -252,6 +275,7 @@ def fit(
     )
     model.train_coords = (loc_lat, loc_lon)
     model.oof = trained.oof
+    model.familiarity = trained.familiarity
     model.aux = hist.get("aux_heads")
     if refine is not None:
         from geospot.models.methods import knn_gallery

@@ -102,9 +102,9 @@ def _gate(model) -> str:
     if fam is None:
         return ""
     return (f" A photo less like the training photos than {100 * fam.quantile:g}% of held-out ones (cosine "
-            f"similarity of its embedding to the mean training embedding below {fam.threshold:.3f}; fitted "
-            f"{fam.fitted_on.split(';')[0]}) answers with `{fam.fallback}` instead: the point of highest expected "
-            f"GeoScore, which hedges towards the training data when the cells disagree.")
+            f"similarity of its embedding to the mean training embedding below {fam.threshold:.3f}, fitted on the "
+            f"{fam.fitted_on.split(' (')[0]} folds) answers with `{fam.fallback}` instead: the point of highest "
+            f"expected GeoScore, which hedges towards the training data when the cells disagree.")
 
 
 def model_card(loco: dict, model, manifest) -> str:

@@ -43,6 +43,10 @@ def test_locate_generated_photo_offline(tmp_path, capsys):
     assert len(out) == 1 and out[0]["path"] == str(photo)
     assert len(out[0]["top_cells"]) == 5
     assert abs(sum(c["prob"] for c in out[0]["top_cells"])) <= 1.0 + 1e-6
+    # noise looks like no street: the familiarity gate answers with the hedged estimate
+    assert out[0]["unfamiliar"] is True and out[0]["estimate"] == "max_geoscore"
+    assert out[0]["familiarity"] < json.loads((default_model_dir() / "config.json").read_text())[
+        "familiarity"]["threshold"]
 
 
 @pytest.mark.realdata
@@ -58,6 +62,20 @@ def test_streetview_sample_mostly_right_continent(shared_data, predictor):
     err = haversine_km([p.lat for p in preds], [p.lon for p in preds], df["lat"], df["lon"])
     # the model trained on these regions: far better than a constant guess across the globe
     assert np.median(err) < 2500
+
+
+@pytest.mark.realdata
+def test_familiarity_gate_separates_camera_photos_from_street_view(shared_data, predictor):
+    import pandas as pd
+
+    df = pd.read_csv(shared_data / "streetview-croatia" / "manifest.csv").sample(60, random_state=0)
+    street = predictor.predict([shared_data / "streetview-croatia" / p for p in df["path"]])
+    assert sum(p.unfamiliar for p in street) <= 3  # fitted to switch ~1% of Street View
+    # camera photos of a Tuscan village (photo-formats/jpg/gps): most look unlike Street View
+    camera = predictor.predict(sorted((shared_data / "photo-formats" / "jpg" / "gps").glob("DSCN*.jpg")))
+    scores = [p.familiarity for p in camera if isinstance(p, Prediction)]
+    assert len(scores) >= 5 and np.median(scores) < np.median([p.familiarity for p in street])
+    assert any(p.unfamiliar and p.estimate == "max_geoscore" for p in camera if isinstance(p, Prediction))
 
 
 @pytest.mark.realdata

@@ -157,3 +157,5 @@ def test_eval_scores_the_gate_as_locate_answers(collections, model, tmp_path, ca
     assert "geospot: local_mean" in report["methods"]
     table = pd.read_csv(out / "predictions.csv")
     assert set(table["estimate"]) == {"max_geoscore"}
+    assert any(f"{len(table)} of {len(table)} places looked unlike the training photos" in note
+               for note in report["notes"])

@@ -113,6 +113,10 @@ def evaluate(
     methods, answer = model_methods(answer_context(model), raw, main, top_k=top_k, familiarity=familiarity,
                                     emb=f_emb)
     main_name = main_method_name(main, familiarity)
+    if familiarity is not None:
+        notes.append(f"{int(answer['unfamiliar'].sum())} of {n} places looked unlike the training photos "
+                     f"(familiarity below {familiarity.threshold:.3f}) and were answered with {familiarity.fallback}, "
+                     f"as `geospot locate` does; pass --estimate to score one estimate for every photo.")
     refined_name = _refined_method(model, methods, answer, f_emb, inverse, n, main_name)
     if refined_name:  # the model's --hybrid / --refine answer is what locate says: it is the main method
         main_name = refined_name

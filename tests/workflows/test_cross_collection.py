@@ -67,6 +67,8 @@ def test_cv_by_collection_prints_a_row_per_collection_with_baselines(collections
         lo, hi = m["ci"]["geoscore"]
         assert lo <= m["geoscore"] <= hi
         assert 0 <= f["calibration"]["coverage_90"] <= 1
+        assert 0 <= f["unfamiliar"] <= f["n_test_places"]  # the familiarity gate, fitted on the inner folds
+    assert report["main_method"] == "geospot: local_mean, max_geoscore if unfamiliar"
     table = pd.read_csv(out / "predictions.csv")
     assert {"path", "true_lat", "lat", "error_km", "radius50_km", "radius90_km", "p_within_25km", "fold"} <= set(table)
     assert (table["radius50_km"] > 0).all()

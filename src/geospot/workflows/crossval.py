@@ -118,7 +118,9 @@ def cross_validate(
         m, b = results[main_name], results.get(MEDOID, {})
         log(f"{label}: {len(cells)} cells, {n} test places: GeoScore {m['geoscore']:.0f} "
             f"(medoid {b.get('geoscore', float('nan')):.0f}), median {m['median_km']:.0f} km, "
-            f"90% radius covers {100 * calib['coverage_90']:.0f}% ({time.time() - t0:.0f} s)")
+            f"90% radius covers {100 * calib['coverage_90']:.0f}%"
+            + (f", {int(answer['unfamiliar'].sum())} unfamiliar" if answer["unfamiliar"] is not None else "")
+            + f" ({time.time() - t0:.0f} s)")
     names = list(fold_results[0]["methods"])
     cv = {name: summarize_folds([{k: v for k, v in f["methods"][name].items() if k != "ci"} for f in fold_results])
           for name in names}

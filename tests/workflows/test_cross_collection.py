@@ -161,3 +161,8 @@ def test_eval_scores_the_gate_as_locate_answers(collections, model, tmp_path, ca
     assert set(table["estimate"]) == {"max_geoscore"}
     assert any(f"{len(table)} of {len(table)} places looked unlike the training photos" in note
                for note in report["notes"])
+    # probabilities fused per place: the gate reads each place's mean embedding, one flag per place
+    assert main(["eval", str(strict), str(collections[1]), "--fuse", "probs", "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    fused = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert fused["main_method"] == main_name and fused["dataset"]["n_places"] == len(table)

@@ -15,8 +15,7 @@ from geospot.encoders.preprocess import DEFAULT_VIEWS
 from geospot.workflows.embedding import DEFAULT_ENCODER, collections_of, embeddings_or_compute, log
 from geospot.workflows.scoring import (
     MEDOID, baseline_methods, calibration_report, fuse_views, main_method_name, method_name, model_methods,
-    paired_comparisons,
-    place_probs, predictions_table, score_methods,
+    paired_comparisons, place_embeddings, place_probs, predictions_table, score_methods,
 )
 from geospot.workflows.training import DEFAULT_CELLS, head_probs, location_table, recipe_config, train_calibrated
 
@@ -92,7 +91,8 @@ def cross_validate(
         f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[te], lat[te], lon[te], groups[te], fuse)
         raw = place_probs(lambda e: head_probs(trained.head, e, config.normalize), f_emb, inverse, n)
         familiarity = trained.familiarity if estimate is None else None  # as `locate` (see evaluate)
-        methods, answer = model_methods(ctx, raw, main, top_k=top_k, familiarity=familiarity, emb=f_emb)
+        methods, answer = model_methods(ctx, raw, main, top_k=top_k, familiarity=familiarity,
+                                        emb=place_embeddings(f_emb, inverse, n))
         main_name = main_method_name(main, familiarity)
         recipe = place_probs(lambda e: head_probs(r_head, e, config.normalize), f_emb, inverse, n)
         tr_lat, tr_lon = location_table(lat[tr], lon[tr], groups[tr])

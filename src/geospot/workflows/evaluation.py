@@ -9,8 +9,7 @@ from geospot.data.manifest import Manifest
 from geospot.workflows.embedding import embeddings_or_compute, log
 from geospot.workflows.scoring import (
     MEDOID, baseline_methods, calibration_report, fuse_views, main_method_name, model_methods,
-    paired_comparisons,
-    place_probs, predictions_table, score_methods,
+    paired_comparisons, place_embeddings, place_probs, predictions_table, score_methods,
 )
 from geospot.workflows.training import head_config, location_table, recipe_config
 
@@ -111,7 +110,7 @@ def evaluate(
     # the model's familiarity gate applies as in `locate`, unless an estimate was picked
     familiarity = getattr(model, "familiarity", None) if estimate is None else None
     methods, answer = model_methods(answer_context(model), raw, main, top_k=top_k, familiarity=familiarity,
-                                    emb=f_emb)
+                                    emb=place_embeddings(f_emb, inverse, n))
     main_name = main_method_name(main, familiarity)
     if familiarity is not None:
         notes.append(f"{int(answer['unfamiliar'].sum())} of {n} places looked unlike the training photos "
@@ -147,14 +146,16 @@ def evaluate(
 
 def _refined_method(model, methods, answer, f_emb, inverse, n, main_name) -> str:
     """Add the answer of the model's hybrid head / refiner first in ``methods``; its name, or ``""``."""
-    from geospot.models.fusion import fuse_embeddings
     from geospot.models.methods import refined_points
     from geospot.workflows.scoring import Predictions
 
     if getattr(model, "hybrid", None) is None and getattr(model, "refiner", None) is None:
         return ""
-    q = f_emb if len(f_emb) == n else fuse_embeddings(f_emb, inverse, n)  # one query per place
+    q = place_embeddings(f_emb, inverse, n)  # one query per place
     lat, lon, how = refined_points(model, q, answer["probs"], answer["lat"], answer["lon"])
+    if answer.get("unfamiliar") is not None:  # as `locate`: unfamiliar photos keep the fallback's point
+        keep = answer["unfamiliar"]
+        lat, lon = np.where(keep, answer["lat"], lat), np.where(keep, answer["lon"], lon)
     name = f"{main_name} + {how}"
     methods_first = {name: Predictions(lat, lon, answer["probs"]), **methods}
     methods.clear()

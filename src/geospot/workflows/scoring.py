@@ -78,6 +78,14 @@ def main_method_name(main: str, familiarity=None) -> str:
     return gated_name(main, familiarity.fallback) if familiarity is not None else method_name(main)
 
 
+def place_embeddings(emb: np.ndarray, inverse, n: int) -> np.ndarray:
+    """One embedding per place: ``emb`` when it already is (``fuse_views`` gave places), else
+    each place's views averaged (``fuse="probs"`` keeps one row per photo)."""
+    from geospot.models.fusion import fuse_embeddings
+
+    return emb if len(emb) == n else fuse_embeddings(emb, inverse, n)
+
+
 def model_methods(context, raw_probs: np.ndarray, main: str, top_k: int = 5, familiarity=None, emb=None):
     """``(methods, answer)``: every registered estimate of the model (main first), and
     the full answer of the main estimate (radii, probability within, calibrated probs).

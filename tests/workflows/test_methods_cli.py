@@ -79,6 +79,32 @@ def test_eval_uses_the_refiner_and_reports_admin_accuracy(dataset, model_dir, tm
     assert 0 <= report["admin"]["hierarchy"]["country_acc"] <= 1
 
 
+def test_unfamiliar_photos_keep_the_fallback_instead_of_the_refined_point(dataset, model_dir, tmp_path, capsys):
+    import shutil
+
+    from geospot.models.familiarity import Familiarity
+
+    strict = tmp_path / "strict"
+    shutil.copytree(model_dir, strict)
+    config = json.loads((strict / "config.json").read_text())
+    mean = np.ones(config["head"]["embed_dim"], np.float32)
+    fam = Familiarity(mean / np.linalg.norm(mean), threshold=1.0)  # every photo unfamiliar
+    fam.save(strict)
+    config["familiarity"] = fam.config()
+    (strict / "config.json").write_text(json.dumps(config))
+    photo = str(dataset.parent / pd.read_csv(dataset)["path"].iloc[0])
+    assert main(["locate", photo, "--model", str(strict), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)[0]
+    assert out["unfamiliar"] is True and out["estimate"] == "max_geoscore"
+    assert out["estimates"]["max_geoscore"] == {"lat": out["lat"], "lon": out["lon"]}
+    assert main(["eval", str(strict), str(dataset), "--split", "test", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    main_name = report["main_method"]
+    assert main_name == "geospot: local_mean, max_geoscore if unfamiliar + hybrid+prototypes"
+    assert report["methods"][main_name]["geoscore"] == pytest.approx(
+        report["methods"]["geospot: max_geoscore"]["geoscore"])
+
+
 def test_bad_options_fail_with_one_line(dataset, tmp_path, capsys):
     assert main(["train", str(dataset), "--out", str(tmp_path / "x"), "--aux", "weather"] + TRAIN) == 2
     assert "unknown auxiliary target 'weather'" in capsys.readouterr().err

@@ -128,6 +128,21 @@ def test_training_fits_a_familiarity_gate_out_of_fold(model):
     assert set(config["calibration"]["radius_scale"]) == {"local_mean", "max_geoscore"}
 
 
+def test_familiarity_quantile_option(collections, tmp_path, capsys):
+    base = ["train", *[f"c{i}={p}" for i, p in enumerate(collections[:2])]] + TRAIN
+    assert main(base + ["--out", str(tmp_path / "off"), "--familiarity-quantile", "0"]) == 0
+    config = json.loads((tmp_path / "off" / "config.json").read_text())
+    assert "familiarity" not in config and not (tmp_path / "off" / "familiarity.safetensors").exists()
+    assert list(config["calibration"]["radius_scale"]) == ["local_mean"]
+    assert main(base + ["--out", str(tmp_path / "wide"), "--familiarity-quantile", "0.2"]) == 0
+    assert json.loads((tmp_path / "wide" / "config.json").read_text())["familiarity"]["quantile"] == 0.2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--out", str(tmp_path / "bad"), "--familiarity-quantile", "0.7"])
+    assert exc.value.code == 2
+    assert "--familiarity-quantile: must be <= 0.5, got 0.7" in capsys.readouterr().err
+
+
 def test_unfamiliar_photos_answer_with_the_fallback_unless_an_estimate_is_picked(collections, model, tmp_path, capsys):
     photo = str(collections[0].parent / pd.read_csv(collections[0])["path"][0])
     strict = _with_threshold(model, tmp_path, 1.0)

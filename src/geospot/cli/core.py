@@ -325,6 +325,9 @@ def _train(sub) -> None:
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip calibration (by default the head is calibrated on out-of-fold predictions: "
                         "leave-one-collection-out when the data has a `collection` column, else 5-fold by place)")
+    p.add_argument("--familiarity-quantile", type=t.float_range(0.0, 0.5), default=0.01, metavar="Q",
+                   help="photos less like the training photos than this share of held-out photos answer with "
+                        "max_geoscore; fitted with the calibration (0 turns the gate off; default 0.01)")
     _estimate_opt(p, "stored in the model; default local_mean")
     _tta_opt(p, "used for the training embeddings and recorded in the model, so locate, eval and serve use it "
                 "too; --unfreeze still fine-tunes on the centre crop (default none)")
@@ -352,7 +355,7 @@ def cmd_train(args) -> int:
     model = fit(m, encoder=args.encoder, cells=cells, cell_params=_cell_params(args), config=config, mask=mask,
                 val_manifest=val, calibrate=not args.no_calibrate, estimate=args.estimate, cache_dir=args.cache,
                 backend=args.backend, device=args.device, progress=not args.quiet, views=views_of(args),
-                **methods)
+                familiarity_quantile=args.familiarity_quantile, **methods)
     if args.unfreeze > 0:
         from geospot.train.finetune import FinetuneConfig, finetune
 

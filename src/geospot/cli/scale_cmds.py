@@ -199,7 +199,8 @@ def _train(args, ctx) -> int:
         from geospot.train.calibrate_stream import calibrate_streaming, familiarity_streaming
         from geospot.workflows.training import scaled_estimates
 
-        familiarity = (familiarity_streaming(st.emb, groups, rows, config.seed, collections=collections)
+        familiarity = (familiarity_streaming(st.emb, groups, rows, config.seed, collections=collections,
+                                             quantile=args.familiarity_quantile)
                        if ctx.is_main else None)  # only rank 0 saves the model
         calibration, _ = calibrate_streaming(st.emb, lat, lon, groups, rows, config, collections=collections,
                                              cells=cells if args.cells else None,

@@ -22,6 +22,7 @@ import sys
 import numpy as np
 import torch
 
+from geospot.models.familiarity import DEFAULT_QUANTILE
 from geospot.train import dist
 
 __all__ = ["PREDICTION_BUDGET_BYTES", "calibrate_streaming", "familiarity_streaming"]
@@ -115,7 +116,8 @@ def calibrate_streaming(emb, lat, lon, groups, rows, config, *, collections=None
     return cal, how
 
 
-def familiarity_streaming(emb, groups, rows, seed: int, collections=None):
+def familiarity_streaming(emb, groups, rows, seed: int, collections=None,
+                          quantile: float = DEFAULT_QUANTILE):
     """The `Familiarity` of rows `rows` of a memory-mapped `emb`, on the same folds as
     `calibrate_streaming` (read in chunks; no head is trained). None without folds."""
     from geospot.workflows.training import _fit_familiarity, calibration_folds
@@ -123,5 +125,5 @@ def familiarity_streaming(emb, groups, rows, seed: int, collections=None):
     rows = np.asarray(rows, dtype=np.int64)
     col = None if collections is None else np.asarray(collections).astype(str)[rows]
     folds, how = calibration_folds(np.asarray(groups, dtype=object)[rows], col, seed=seed)
-    return _fit_familiarity(emb, folds, how, rows=rows)
+    return _fit_familiarity(emb, folds, how, rows=rows, quantile=quantile)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from geospot.data.manifest import Manifest
 from geospot.encoders.preprocess import DEFAULT_VIEWS
+from geospot.models.familiarity import DEFAULT_QUANTILE
 from geospot.workflows.embedding import DEFAULT_ENCODER, embeddings_or_compute, log
 
 DEFAULT_CELLS: dict[str, Any] = {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60}
@@ -114,12 +115,14 @@ def head_probs(head, emb, normalize: bool = True) -> np.ndarray:
 
 def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cell_params=None, config=None,
                      calibrate: bool = True, progress: bool = True, val=None,
-                     estimates: tuple[str, ...] | None = None, aux=None) -> TrainedHead:
+                     estimates: tuple[str, ...] | None = None, aux=None,
+                     familiarity_quantile: float = DEFAULT_QUANTILE) -> TrainedHead:
     """Train the head on all rows, and calibrate it on out-of-fold predictions
     (see `calibration_folds`). ``cells``: fixed cells for every fold (else built per fold).
     ``aux``: `geospot.models.aux.AuxTarget`s trained with the head (folds too: they may change it).
     ``estimates``: those to fit radius scales for (default: the library's default estimate;
-    others then borrow its scales)."""
+    others then borrow its scales). ``familiarity_quantile``: of the familiarity gate, fitted
+    on the same folds (`geospot.models.familiarity`; 0: no gate)."""
     from geospot.models.calibration import Calibration, FoldPredictions, fit_calibration
     from geospot.models.distribution import cell_prior
     from geospot.train.fit import TrainConfig
@@ -133,7 +136,7 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
     calibration = familiarity = None
     if calibrate:
         folds, how = calibration_folds(groups, collections, seed=config.seed)
-        familiarity = _fit_familiarity(emb, folds, how)
+        familiarity = _fit_familiarity(emb, folds, how, quantile=familiarity_quantile)
         if folds:
             log(f"calibrating on out-of-fold predictions: {how}")
         for k, (tr, te) in enumerate(folds):
@@ -162,11 +165,13 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
     return TrainedHead(cells, head, support, calibration, history, oof, familiarity)
 
 
-def _fit_familiarity(emb, folds, how: str, rows=None):
+def _fit_familiarity(emb, folds, how: str, rows=None, quantile: float = DEFAULT_QUANTILE):
     from geospot.models.familiarity import fit_familiarity
 
+    if quantile <= 0:
+        return None
     n = len(emb) if rows is None else len(rows)
-    fam = fit_familiarity(emb, folds, rows=rows, fitted_on=f"{how}; {n} images")
+    fam = fit_familiarity(emb, folds, rows=rows, fitted_on=f"{how}; {n} images", quantile=quantile)
     if fam is not None:
         log(f"familiarity: photos less like the training photos than {100 * fam.quantile:g}% of held-out ones "
             f"(cosine to the mean embedding < {fam.threshold:.3f}) answer with {fam.fallback}")
@@ -206,6 +211,7 @@ def fit(
     refine: str | None = None,
     hybrid: bool = False,
     views: str = DEFAULT_VIEWS,
+    familiarity_quantile: float = DEFAULT_QUANTILE,
 ):
     """Train a calibrated geocell head on frozen embeddings of `manifest`; returns a `GeoModel`.
 
@@ -217,6 +223,8 @@ def fit(
     `hybrid` an OSV-5M offset head (`geospot.models.methods`); answers then use them.
     `views`: test-time views averaged per photo (`Preprocess.all_views`), for training and
     validation embeddings; recorded in the model's preprocess, so prediction uses them too.
+    `familiarity_quantile`: photos less familiar than this share of held-out photos answer with
+    the fallback estimate (`geospot.models.familiarity`; 0: no gate; needs `calibrate`).
     """
     from geospot.encoders import encoder_info
     from geospot.models.checkpoint import GeoModel
@@ -249,7 +257,8 @@ def fit(
     log(f"training on {int(ok.sum())} images of {len(set(groups.tolist()))} places")
     trained = train_calibrated(emb[ok], lat, lon, groups, collections=collections, cells=cells,
                                cell_params=cell_params, config=config, calibrate=calibrate, progress=progress,
-                               val=val, estimates=(estimate,) if estimate else None, aux=aux_targets)
+                               val=val, estimates=(estimate,) if estimate else None, aux=aux_targets,
+                               familiarity_quantile=familiarity_quantile)
     loc_lat, loc_lon = location_table(lat, lon, groups)
     hist = trained.history
     metrics = {

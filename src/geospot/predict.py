@@ -239,21 +239,23 @@ class Predictor:
         from geospot.models.aux import aux_summary
         from geospot.models.methods import refined_points
 
+        from geospot.models.familiarity import DEFAULT_FALLBACK
+
         cells = self.model.cells
         fam = self.familiarity if emb is not None else None
         scores = fam.scores(emb) if fam is not None else None
         unfamiliar = scores < fam.threshold if fam is not None else np.zeros(len(probs), bool)
         ans = self.model.answer_context().answer(probs, top_k=max(1, top_k), estimate=self.estimate,
                                                  fallback=unfamiliar,
-                                                 fallback_estimate=fam.fallback if fam else "max_geoscore")
+                                                 fallback_estimate=fam.fallback if fam else DEFAULT_FALLBACK)
         refined, aux_probs = "", {}
         aux_model = getattr(self.model, "aux", None)
         if emb is not None:
-            # the model's hybrid head / refiner (trained with --hybrid / --refine) move the answer
-            # (not an unfamiliar photo's: refining inside a cell it does not resemble adds nothing)
-            r_lat, r_lon, refined = refined_points(self.model, emb, ans["probs"], ans["lat"], ans["lon"])
+            # the model's hybrid head / refiner (trained with --hybrid / --refine) move the answer,
+            # not an unfamiliar photo's
+            r_lat, r_lon, refined = refined_points(self.model, emb, ans["probs"], ans["lat"], ans["lon"],
+                                                   keep=unfamiliar)
             if refined:
-                r_lat, r_lon = np.where(unfamiliar, ans["lat"], r_lat), np.where(unfamiliar, ans["lon"], r_lon)
                 ans["estimates"][refined] = (r_lat, r_lon)
                 ans["lat"], ans["lon"] = r_lat, r_lon
             aux_probs = self.model.predict_aux(emb) if aux_model is not None else {}

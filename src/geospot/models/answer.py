@@ -28,6 +28,7 @@ from geospot.models.distribution import (
     Support, cell_expectations, cell_prior, mixture_weights, radii_and_within, support_from_cells,
 )
 from geospot.models.estimate import DEFAULT_LOCAL_KM, point_estimates
+from geospot.models.familiarity import DEFAULT_FALLBACK
 
 #: The estimate reported as ``lat``/``lon`` unless a model or user picks another
 #: (chosen by leave-one-collection-out evaluation, see docs/accuracy.md).
@@ -128,7 +129,7 @@ class AnswerContext:
 
     def answer(self, raw_probs, top_k: int = 5, estimate: str = DEFAULT_ESTIMATE,
                estimates: tuple[str, ...] | None = None, levels=(0.5, 0.9), within_km=WITHIN_KM,
-               fallback=None, fallback_estimate: str = "max_geoscore") -> dict:
+               fallback=None, fallback_estimate: str = DEFAULT_FALLBACK) -> dict:
         """Everything an answer holds, as arrays over the batch:
 
         ``probs`` (calibrated [B, C]); ``lat``/``lon`` (the chosen estimate);

@@ -104,11 +104,13 @@ def _read_hybrid(root: Path, config: dict, cells) -> HybridNumpy:
     return h
 
 
-def refined_points(model, emb, probs, lat, lon):
-    """``(lat, lon, name)``: the answer after the model's hybrid head and refiner (unchanged, ``""`` without)."""
+def refined_points(model, emb, probs, lat, lon, keep=None):
+    """``(lat, lon, name)``: the answer after the model's hybrid head and refiner (unchanged, ``""`` without).
+    ``keep`` ([B] bool, e.g. the familiarity gate's unfamiliar rows): those rows keep ``lat``/``lon``
+    (refining inside a cell the photo does not resemble adds nothing)."""
     hybrid, protos = getattr(model, "hybrid", None), getattr(model, "refiner", None)
     names = []
-    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    lat0, lon0 = lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
     if hybrid is not None:
         lat, lon = hybrid.estimate(emb, np.asarray(probs).argmax(1), model.cells)
         names.append("hybrid")
@@ -117,6 +119,8 @@ def refined_points(model, emb, probs, lat, lon):
 
         lat, lon, _ = refine(probs, emb, protos, lat, lon)
         names.append(getattr(model, "refine_method", None) or "prototypes")
+    if keep is not None and names:
+        lat, lon = np.where(keep, lat0, lat), np.where(keep, lon0, lon)
     return lat, lon, "+".join(names)
 
 

@@ -126,4 +126,3 @@ def familiarity_streaming(emb, groups, rows, seed: int, collections=None,
     col = None if collections is None else np.asarray(collections).astype(str)[rows]
     folds, how = calibration_folds(np.asarray(groups, dtype=object)[rows], col, seed=seed)
     return _fit_familiarity(emb, folds, how, rows=rows, quantile=quantile)
-

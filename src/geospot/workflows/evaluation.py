@@ -152,10 +152,9 @@ def _refined_method(model, methods, answer, f_emb, inverse, n, main_name) -> str
     if getattr(model, "hybrid", None) is None and getattr(model, "refiner", None) is None:
         return ""
     q = place_embeddings(f_emb, inverse, n)  # one query per place
-    lat, lon, how = refined_points(model, q, answer["probs"], answer["lat"], answer["lon"])
-    if answer.get("unfamiliar") is not None:  # as `locate`: unfamiliar photos keep the fallback's point
-        keep = answer["unfamiliar"]
-        lat, lon = np.where(keep, answer["lat"], lat), np.where(keep, answer["lon"], lon)
+    # as `locate`: unfamiliar places keep the fallback's point
+    lat, lon, how = refined_points(model, q, answer["probs"], answer["lat"], answer["lon"],
+                                   keep=answer.get("unfamiliar"))
     name = f"{main_name} + {how}"
     methods_first = {name: Predictions(lat, lon, answer["probs"]), **methods}
     methods.clear()

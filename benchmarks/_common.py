@@ -29,10 +29,12 @@ def print_table(header: list[str], rows: list[list], title: str = "") -> None:
 COLLECTIONS = ("global", "croatia", "sample", "cities", "nigeria")
 
 
-def collection_data(names=COLLECTIONS, encoder: str = "efficientnet-lite0", progress: bool = True):
+def collection_data(names=COLLECTIONS, encoder: str = "efficientnet-lite0", progress: bool = True,
+                    precision: str = "fp32"):
     """``(combined manifest with a `collection` column, EmbeddingResult-like)`` for the shared
     collections, each embedded through its own manifest (so the cache is shared with
-    `geospot embed` on that manifest and with every other benchmark)."""
+    `geospot embed` on that manifest and with every other benchmark). ``precision="int8"``:
+    through the quantised ONNX export instead (`geospot encoders --quantize`), cached apart."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -46,7 +48,8 @@ def collection_data(names=COLLECTIONS, encoder: str = "efficientnet-lite0", prog
     for name in names:
         m = read_manifest(data / f"streetview-{name}" / "manifest.csv")
         parts.append((name, m))
-        embs.append(embed_manifest(m, encoder, progress=progress))
+        embs.append(embed_manifest(m, encoder, progress=progress) if precision == "fp32"
+                    else _embed_quantised(m, encoder, precision, progress))
     offsets = np.cumsum([0] + [len(e.ok) for e in embs])
     emb = SimpleNamespace(
         embeddings=np.concatenate([e.embeddings for e in embs]),
@@ -54,3 +57,15 @@ def collection_data(names=COLLECTIONS, encoder: str = "efficientnet-lite0", prog
         errors={int(o) + i: r for e, o in zip(embs, offsets) for i, r in e.errors.items()},
     )
     return combine(parts), emb
+
+
+def _embed_quantised(manifest, encoder: str, precision: str, progress: bool):
+    """A manifest through the quantised export, with the full-precision pipeline's views and cache."""
+    from geospot.encoders.embed import embed_paths
+    from geospot.encoders.onnx_runtime import OnnxRuntime
+    from geospot.encoders.preprocess import DEFAULT_VIEWS
+    from geospot.workflows.embedding import cache_root
+
+    runtime = OnnxRuntime.pretrained(encoder, precision)
+    return embed_paths(list(manifest.paths), runtime, runtime.preprocess.with_views(DEFAULT_VIEWS),
+                       cache_dir=cache_root() / "embeddings", progress=progress)

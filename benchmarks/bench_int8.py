@@ -1,12 +1,19 @@
 """int8 vs fp32 encoder: speed, embedding fidelity and the bundled model's top-cell agreement.
 
     python benchmarks/bench_int8.py [--encoder efficientnet-lite0] [--per-collection 200] [--calibration 128]
+    python benchmarks/bench_int8.py --loco [--skip-quantize]
 
 Calibrates the int8 export (static QDQ) on `--calibration` streetview-global
 photos that are NOT among the evaluated ones, then, on `--per-collection`
 random photos of each Street View collection: cosine similarity of int8 vs
 fp32 embeddings and agreement of the bundled default model's top cell.
 Speed: bare sessions of both, same threads, batch 16, alternated.
+
+`--loco`: the accuracy change under the cross-collection protocol, as `geospot locate
+--precision int8` meets it: leave-one-collection-out over every Street View collection,
+each model trained (and calibrated) on full-precision embeddings of the other collections
+as `geospot train` trains it, the held-out photos answered once from fp32 and once from
+int8 embeddings; per collection and pooled, with paired 95% bootstrap intervals over places.
 """
 from __future__ import annotations
 
@@ -40,10 +47,20 @@ def main() -> None:
     ap.add_argument("--per-collection", type=int, default=200)
     ap.add_argument("--calibration", type=int, default=128)
     ap.add_argument("--skip-quantize", action="store_true", help="reuse the int8 export already in the cache")
+    ap.add_argument("--loco", action="store_true",
+                    help="measure the accuracy change leave-one-collection-out instead (see above)")
     args = ap.parse_args()
     data = require_shared_data()
     print(load_line())
     evaluated = {c: sample(data / c, args.per_collection, seed=1) for c in COLLECTIONS if (data / c).is_dir()}
+    if args.loco:
+        if not args.skip_quantize:
+            # calibrated on photos of one collection; every collection is held out once below
+            cal = sample(data / "streetview-global", args.calibration, seed=2)
+            quantize_encoder(args.encoder, cal, limit=args.calibration)
+        loco(args.encoder)
+        print(load_line())
+        return
     if not args.skip_quantize:
         cal = sample(data / "streetview-global", args.calibration, seed=2, exclude=evaluated.get("streetview-global", []))
         t = time.perf_counter()
@@ -87,6 +104,60 @@ def main() -> None:
                 [["fp32", f"{len(x) / f:.1f}", "1.00"], ["int8", f"{len(x) / q:.1f}", f"{f / q:.2f}"]],
                 title=f"{args.encoder} speed, alternated, median of 3")
     print(load_line())
+
+
+def loco(encoder: str) -> None:
+    """Leave-one-collection-out: fp32-trained models answering fp32 vs int8 embeddings of the held-out photos."""
+    import tempfile
+
+    from _common import collection_data
+
+    from geospot.eval.bootstrap import describe_paired, paired_geoscore
+    from geospot.train.config import TrainConfig
+    from geospot.workflows.crossval import cross_validate
+    from geospot.workflows.training import DEFAULT_CELLS
+
+    manifest, fp32 = collection_data(encoder=encoder, progress=False)
+    _, int8 = collection_data(encoder=encoder, progress=False, precision="int8")
+    tables, reports = {}, {}
+    for label, test in (("fp32", None), ("int8", int8)):
+        with tempfile.TemporaryDirectory() as out:
+            t = time.perf_counter()
+            # both runs score the same photos: those both encoders read
+            reports[label] = cross_validate(manifest, group_by="collection", encoder=encoder, cell_params=DEFAULT_CELLS,
+                                            config=TrainConfig(), fuse="none", embeddings=fp32,
+                                            test_embeddings=test if test is not None else int8_ok_as(fp32, int8),
+                                            out_dir=out, progress=False)
+            tables[label] = pd.read_csv(f"{out}/predictions.csv")
+            print(f"{label}: {time.perf_counter() - t:.0f} s", flush=True)
+    a, b = tables["fp32"], tables["int8"]
+    if not (a["path"].equals(b["path"]) and a["fold"].equals(b["fold"])):
+        raise SystemExit("the two runs scored different photos")
+    group_of = dict(zip(np.asarray(manifest.paths, dtype=object), np.asarray(manifest.groups)))
+    groups = np.array([group_of[p] for p in a["path"]])
+    main = reports["fp32"]["main_method"]
+    rows = []
+    for fold in list(dict.fromkeys(a["fold"])) + ["pooled"]:
+        m = np.ones(len(a), bool) if fold == "pooled" else (a["fold"] == fold).to_numpy()
+        ea, eb = a["error_km"].to_numpy()[m], b["error_km"].to_numpy()[m]
+        d = paired_geoscore(eb, ea, groups=groups[m])
+        cov = [f"{100 * np.mean(t['error_km'].to_numpy()[m] <= t['radius90_km'].to_numpy()[m]):.0f}%" for t in (a, b)]
+        rows.append([fold, int(m.sum()), f"{np.mean(5000 * np.exp(-ea / 1492.7)):.0f}",
+                     f"{np.mean(5000 * np.exp(-eb / 1492.7)):.0f}", f"{d['mean']:+.0f} [{d['ci'][0]:+.0f}, {d['ci'][1]:+.0f}]",
+                     f"{np.median(ea):.0f}", f"{np.median(eb):.0f}", cov[0], cov[1]])
+    print_table(["held out", "photos", "GeoScore fp32", "GeoScore int8", "int8 - fp32 [95% CI]", "median km fp32",
+                 "median km int8", "cov90 fp32", "cov90 int8"], rows,
+                title=f"Leave-one-collection-out, {encoder}: models trained on fp32 embeddings, held-out photos "
+                      f"through the fp32 vs the int8 encoder (main estimate {main})")
+    d = paired_geoscore(b["error_km"], a["error_km"], groups=groups)
+    print("int8 " + describe_paired("fp32", d))
+
+
+def int8_ok_as(fp32, int8):
+    """The fp32 embeddings, usable only where the int8 encoder read the photo too (same photos in both runs)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(embeddings=fp32.embeddings, ok=np.asarray(fp32.ok) & np.asarray(int8.ok), errors={})
 
 
 if __name__ == "__main__":

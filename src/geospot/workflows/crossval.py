@@ -49,6 +49,7 @@ def cross_validate(
     estimate: str | None = None,
     calibrate: bool = True,
     embeddings=None,
+    test_embeddings=None,
     countries: bool = True,
     seed: int = 0,
     out_dir: str | Path | None = None,
@@ -61,7 +62,9 @@ def cross_validate(
     """Out-of-fold evaluation. ``group_by=None``: group K-fold by ``location_id``
     (views of one place never straddle folds); ``group_by="collection"`` (any
     column): one fold per value, trained on all the others. `views`: test-time views averaged
-    per photo (`Preprocess.all_views`)."""
+    per photo (`Preprocess.all_views`). ``test_embeddings`` (same rows as ``embeddings``, e.g. the
+    photos through the int8 encoder): what the held-out photos are answered from, while every model
+    still trains on ``embeddings`` (a model trained at full precision, used with a cheaper encoder)."""
     from geospot.eval.metrics import summarize_folds
     from geospot.models.answer import DEFAULT_ESTIMATE, AnswerContext
     from geospot.train.config import TrainConfig
@@ -72,10 +75,17 @@ def cross_validate(
     main_name = method_name(main)
     emb, ok = embeddings_or_compute(manifest, embeddings, encoder, mask, cache_dir, backend, device, progress, "cv",
                                     views=views)
+    if test_embeddings is not None:
+        test_emb, test_ok = embeddings_or_compute(manifest, test_embeddings, encoder, mask, cache_dir, backend,
+                                                  device, progress, "cv (test embeddings)", views=views)
+        if test_emb.shape != emb.shape:
+            raise ValueError(f"test embeddings have shape {test_emb.shape}, the training ones {emb.shape}")
+        ok = ok & test_ok  # a photo is scored only where both encoders read it
     lat, lon, groups = manifest.lat[ok], manifest.lon[ok], np.asarray(manifest.groups)[ok]
     cols = collections_of(manifest, group_by)
     cols = cols[ok] if cols is not None else None
     emb = emb[ok]
+    test_emb = emb if test_embeddings is None else test_emb[ok]
     paths = np.asarray(manifest.paths, dtype=object)[ok]
     fold_results, pooled, tables = [], {}, []
     t0 = time.time()
@@ -88,7 +98,7 @@ def cross_validate(
         r_head, _ = train_head(emb[tr], lat[tr], lon[tr], cells, recipe_config(config), groups=groups[tr],
                                progress=False)
         ctx = AnswerContext(cells, trained.support, trained.calibration)
-        f_emb, t_lat, t_lon, inverse, n, first = fuse_views(emb[te], lat[te], lon[te], groups[te], fuse)
+        f_emb, t_lat, t_lon, inverse, n, first = fuse_views(test_emb[te], lat[te], lon[te], groups[te], fuse)
         raw = place_probs(lambda e: head_probs(trained.head, e, config.normalize), f_emb, inverse, n)
         familiarity = trained.familiarity if estimate is None else None  # as `locate` (see evaluate)
         methods, answer = model_methods(ctx, raw, main, top_k=top_k, familiarity=familiarity,

@@ -83,3 +83,22 @@ def test_local_mean_equals_topk_mean_when_all_cells_are_near():
     probs = np.array([[0.2, 0.5, 0.3]])
     est = point_estimates(probs, cell_lat, cell_lon, top_k=3, local_km=1000)
     assert np.allclose(est["local_lat"], est["mean_lat"]) and np.allclose(est["local_lon"], est["mean_lon"])
+
+
+def test_given_centroid_vectors_give_the_spherical_means_of_geo_distance():
+    """The means come from one pass over the top cells' unit vectors (kept by an answer context);
+    they must equal `spherical_mean` of the same cells and weights, poles and antimeridian included."""
+    from geospot.geo.distance import latlon_to_xyz, spherical_mean
+
+    rng = np.random.default_rng(3)
+    lat = np.concatenate([[90.0, -90.0, 10.0, -10.0], rng.uniform(-89, 89, 36)])
+    lon = np.concatenate([[0.0, 45.0, 179.9, -179.9], rng.uniform(-180, 180, 36)])
+    probs = rng.dirichlet(np.full(lat.size, 0.3), size=16)
+    plain = point_estimates(probs, lat, lon, top_k=6, local_km=3000.0)
+    given = point_estimates(probs, lat, lon, top_k=6, local_km=3000.0, cell_xyz=latlon_to_xyz(lat, lon))
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], given[key])
+    w = plain["top_prob"] / plain["top_prob"].sum(1, keepdims=True)
+    want_lat, want_lon = spherical_mean(plain["top_lat"], plain["top_lon"], weights=w)
+    np.testing.assert_allclose(plain["mean_lat"], want_lat, atol=1e-9)
+    assert np.all(haversine_km(plain["mean_lat"], plain["mean_lon"], want_lat, want_lon) < 1e-6)

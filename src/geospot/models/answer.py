@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from geospot.geo.distance import latlon_to_xyz
 from geospot.models.calibration import Calibration
 from geospot.models.distribution import (
     Support, cell_expectations, cell_prior, mixture_weights, radii_and_within, support_from_cells,
@@ -50,7 +51,7 @@ class Posterior:
         if self._basic is None or self._basic["top_idx"].shape[1] != min(top_k, self.probs.shape[1]):
             c = self.context.cells
             self._basic = point_estimates(self.probs, c.centroid_lat, c.centroid_lon, top_k=top_k,
-                                          local_km=DEFAULT_LOCAL_KM)
+                                          local_km=DEFAULT_LOCAL_KM, cell_xyz=self.context.cell_xyz)
         return self._basic
 
 
@@ -108,6 +109,7 @@ class AnswerContext:
         self.cand_lat = np.concatenate([self.support.lat, np.asarray(cells.centroid_lat, np.float64)])
         self.cand_lon = np.concatenate([self.support.lon, np.asarray(cells.centroid_lon, np.float64)])
         self._geo = self._dist = None
+        self.cell_xyz = latlon_to_xyz(cells.centroid_lat, cells.centroid_lon)
 
     @property
     def expected_geoscore(self) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geospot.geo.distance import haversine_km, spherical_mean
+from geospot.geo.distance import haversine_km, latlon_to_xyz, xyz_to_latlon
 
 # Top-k cells further than this from the top cell are treated as rival hypotheses.
 DEFAULT_LOCAL_KM = 1000.0
@@ -46,7 +46,7 @@ def _check_inputs(probs, cell_lat, cell_lon, where: str) -> tuple[np.ndarray, np
 
 
 def point_estimates(
-    probs, cell_lat, cell_lon, top_k: int = 5, local_km: float = DEFAULT_LOCAL_KM
+    probs, cell_lat, cell_lon, top_k: int = 5, local_km: float = DEFAULT_LOCAL_KM, cell_xyz=None
 ) -> dict[str, np.ndarray]:
     """Top-k cells and the two point estimates for each row of ``probs`` [B, C].
 
@@ -60,6 +60,9 @@ def point_estimates(
       centroids weighted by their probabilities renormalised to sum to 1;
     - ``local_lat``/``local_lon`` float64 [B]: the same mean over only those of
       the k cells whose centroid lies within ``local_km`` of the top cell's.
+
+    ``cell_xyz`` [C, 3]: the centroids' unit vectors, when the caller keeps them (an answer
+    context does: every single-photo answer runs this).
     """
     p, lat, lon = _check_inputs(probs, cell_lat, cell_lon, "point_estimates")
     if int(top_k) != top_k or top_k < 1:
@@ -78,21 +81,16 @@ def point_estimates(
     mass = top_prob.sum(axis=1, keepdims=True)
     # A row with zero mass in its top-k (all-zero input) falls back to equal weights.
     weights = np.where(mass > 0, top_prob / np.where(mass > 0, mass, 1.0), 1.0 / k)
-    mean_lat, mean_lon = spherical_mean(top_lat, top_lon, weights=weights)
-    mean_lat = np.asarray(mean_lat, dtype=np.float64).reshape(-1)
-    mean_lon = np.asarray(mean_lon, dtype=np.float64).reshape(-1)
-    # Weighted centroids that cancel exactly (e.g. two antipodes, equal mass) have no
-    # mean direction; fall back to the top cell rather than return NaN.
-    undefined = ~(np.isfinite(mean_lat) & np.isfinite(mean_lon))
-    mean_lat[undefined], mean_lon[undefined] = top_lat[undefined, 0], top_lon[undefined, 0]
     near_top = haversine_km(top_lat, top_lon, top_lat[:, :1], top_lon[:, :1]) <= float(local_km)
     local_w = np.where(near_top, weights, 0.0)
     local_w[:, 0] = np.maximum(local_w[:, 0], 1e-300)  # the top cell always counts
-    local_lat, local_lon = spherical_mean(top_lat, top_lon, weights=local_w)
-    local_lat = np.asarray(local_lat, dtype=np.float64).reshape(-1)
-    local_lon = np.asarray(local_lon, dtype=np.float64).reshape(-1)
-    undefined = ~(np.isfinite(local_lat) & np.isfinite(local_lon))
-    local_lat[undefined], local_lon[undefined] = top_lat[undefined, 0], top_lon[undefined, 0]
+    xyz = (latlon_to_xyz(lat, lon) if cell_xyz is None else np.asarray(cell_xyz, np.float64))[top_idx]  # [B, k, 3]
+    (mean_lat, local_lat), (mean_lon, local_lon) = _weighted_directions(xyz, np.stack([weights, local_w]))
+    # Weighted centroids that cancel exactly (e.g. two antipodes, equal mass) have no
+    # mean direction; fall back to the top cell rather than return NaN.
+    for la, lo in ((mean_lat, mean_lon), (local_lat, local_lon)):
+        undefined = ~(np.isfinite(la) & np.isfinite(lo))
+        la[undefined], lo[undefined] = top_lat[undefined, 0], top_lon[undefined, 0]
     return {
         "local_lat": local_lat,
         "local_lon": local_lon,
@@ -103,3 +101,14 @@ def point_estimates(
         "mean_lat": mean_lat,
         "mean_lon": mean_lon,
     }
+
+
+def _weighted_directions(xyz: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical means (`geospot.geo.distance.spherical_mean`) of the same points ``xyz`` [B, k, 3]
+    under several weightings ``[W, B, k]`` at once: lat, lon ``[W, B]``, NaN where undefined."""
+    total = np.einsum("wbk,bkc->wbc", weights, xyz)
+    # as spherical_mean: a resultant this short against the weights' sum is rounding noise, not a direction
+    scale = np.einsum("wbk,bk->wb", weights, np.abs(xyz).sum(-1))
+    undefined = ~(np.sqrt(np.einsum("wbc,wbc->wb", total, total)) > 1e-12 * scale)
+    lat, lon = xyz_to_latlon(np.where(undefined[..., None], 0.0, total))
+    return np.array(lat, np.float64, ndmin=2), np.array(lon, np.float64, ndmin=2)

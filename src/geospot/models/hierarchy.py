@@ -98,6 +98,11 @@ class CellShares:
         """[len(districts)] bool: the columns of named districts (not the ``""`` one)."""
         return np.array([bool(p[2]) for p in self.district_parts], dtype=bool)
 
+    @cached_property
+    def sorted_triplets(self) -> dict[str, tuple]:
+        """Each kind's triplets sorted by column (`by_column`), once: every answer multiplies by them."""
+        return {kind: by_column(getattr(self, f"{kind}_triplets")) for kind in ("country", "region", "district")}
+
     @property
     def has_districts(self) -> bool:
         return bool(self.district_parts)
@@ -260,8 +265,9 @@ def model_shares(model_dir, cells, train_coords=None) -> CellShares:
 def hierarchy_matrices(probs, shares: CellShares) -> tuple[np.ndarray, np.ndarray]:
     """Country ``[B, len(countries)]`` and region ``[B, len(regions)]`` probabilities (rows sum like ``probs``)."""
     p = _checked(probs, shares)
-    return (_product(p, shares.country_triplets, len(shares.countries)),
-            _product(p, shares.region_triplets, len(shares.regions)))
+    t = shares.sorted_triplets
+    return (_product(p, shares.country_triplets, len(shares.countries), sorted_=t["country"]),
+            _product(p, shares.region_triplets, len(shares.regions), sorted_=t["region"]))
 
 
 def _checked(probs, shares: CellShares) -> np.ndarray:
@@ -271,17 +277,25 @@ def _checked(probs, shares: CellShares) -> np.ndarray:
     return p
 
 
-def _product(p: np.ndarray, triplets: tuple, width: int, chunk: int = 256) -> np.ndarray:
-    """``p @ M`` for the sparse ``M`` [C, width] given as (cell, index, share) triplets."""
-    cell, index, share = triplets
+def by_column(triplets: tuple) -> tuple:
+    """``(cell, share, starts, columns)``: (cell, index, share) triplets sorted by column, each column's
+    run starting at ``starts`` (what `_product` reads; sort once per model, not once per answer)."""
+    cell, index, share = (np.asarray(a) for a in triplets)
+    order = np.argsort(index, kind="stable")
+    cell, index, share = cell[order], index[order], share[order]
+    starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]])) if index.size else order
+    return cell, share, starts, index[starts]
+
+
+def _product(p: np.ndarray, triplets: tuple, width: int, chunk: int = 256, sorted_: tuple | None = None) -> np.ndarray:
+    """``p @ M`` for the sparse ``M`` [C, width] given as (cell, index, share) triplets
+    (``sorted_``: their `by_column`, when already known)."""
+    cell, share, starts, columns = sorted_ if sorted_ is not None else by_column(triplets)
     out = np.zeros((p.shape[0], width))
     if cell.size == 0:
         return out
-    order = np.argsort(index, kind="stable")
-    cell, index, share = cell[order], index[order], share[order]
-    starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]]))
     for a in range(0, p.shape[0], chunk):  # [chunk, nnz] temporaries
-        out[a:a + chunk, index[starts]] = np.add.reduceat(p[a:a + chunk, cell] * share, starts, axis=1)
+        out[a:a + chunk, columns] = np.add.reduceat(p[a:a + chunk, cell] * share, starts, axis=1)
     return out
 
 
@@ -336,7 +350,8 @@ def _country_names():
 def district_matrix(probs, shares: CellShares) -> np.ndarray:
     """District probabilities ``[B, len(shares.districts)]`` (the ``""`` column: places without a district)."""
     p = _checked(probs, shares)
-    return _product(p, shares.district_triplets, len(shares.district_parts))
+    t = shares.sorted_triplets["district"]
+    return _product(p, shares.district_triplets, len(shares.district_parts), sorted_=t)
 
 
 def districts_listed(probs, shares: CellShares) -> np.ndarray:

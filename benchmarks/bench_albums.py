@@ -1,8 +1,8 @@
 """Albums (PlaNet): single-photo answers vs probability averaging vs embedding averaging vs the album model,
 on synthetic trips built from held-out photos, cross-collection and in-collection.
 
-Data: the five Street View collections (``/work/emb/<encoder>.npz``, as
-``bench_methods.py``). Per fold: a base head (S2 cells, min 8 / max 60
+Data: the five Street View collections, embedded as in ``bench_methods.py``
+(``--emb FILE.npz``, or geospot's cached embedding pipeline). Per fold: a base head (S2 cells, min 8 / max 60
 places, ``TrainConfig()`` defaults) on the training side; the album model on
 synthetic trips over the training places, fed out-of-fold base probabilities
 (3 folds by place); then trips over the *test* places (random walks of 1-6
@@ -103,7 +103,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="efficientnet-lite0")
-    ap.add_argument("--emb", help="NPZ of embeddings (default /work/emb/<encoder>.npz)")
+    ap.add_argument("--emb", help="NPZ of embeddings (default: computed through geospot's cache)")
     ap.add_argument("--protocols", nargs="+", default=["cross", "in"], choices=["cross", "in"])
     ap.add_argument("--folds", type=int, default=5, help="in-collection: K of group K-fold")
     ap.add_argument("--epochs", type=int, default=10, help="album model epochs")

@@ -3,8 +3,8 @@
 Data: the five Street View collections in ``../shared/data`` (global, croatia,
 sample, cities, nigeria), embedded with one encoder. Embeddings come from
 ``--emb FILE.npz`` (arrays ``emb``, ``lat``, ``lon``, ``collection``,
-``location_id``), by default ``/work/emb/<encoder>.npz`` when present, else
-they are computed here through geospot's cached embedding pipeline.
+``location_id``) when given, else they are computed here through geospot's cached
+embedding pipeline (the default frame and views).
 
 Protocols (every place is predicted exactly once per protocol):
 
@@ -59,8 +59,8 @@ CELLS = {"s2": {"scheme": "s2", "min_per_cell": 8, "max_per_cell": 60},
 
 
 def load_embeddings(path: str | None, encoder: str) -> dict:
-    candidate = Path(path) if path else Path("/work/emb") / f"{encoder}.npz"
-    if candidate.is_file():
+    candidate = Path(path) if path else None
+    if candidate is not None:
         d = np.load(candidate, allow_pickle=False)
         ok = d["ok"] if "ok" in d.files else np.ones(len(d["lat"]), bool)
         out = {k: d[k][ok] for k in ("emb", "lat", "lon", "collection", "location_id")}
@@ -253,7 +253,7 @@ def per_collection(folds: list[dict], methods: list[str]) -> list[list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="efficientnet-lite0")
-    ap.add_argument("--emb", help="NPZ of exported embeddings (default /work/emb/<encoder>.npz if present)")
+    ap.add_argument("--emb", help="NPZ of exported embeddings (default: computed through geospot's cache)")
     ap.add_argument("--protocols", nargs="+", default=["cross", "in"], choices=["cross", "in"])
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)

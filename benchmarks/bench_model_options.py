@@ -3,8 +3,8 @@ plain, with auxiliary heads (--aux), and with a refiner and the hybrid head (--r
 
 The global Street View collection's own train/test split (in-collection), no calibration, the same
 library calls as `geospot train` / `geospot eval` (fit -> save_model -> load_model -> evaluate).
-Embeddings: ``--emb FILE.npz`` (``emb``, ``path``), by default ``/work/emb/<encoder>.npz``; else
-computed through geospot's embedding cache.
+Embeddings: ``--emb FILE.npz`` (``emb``, ``path``) when given, else computed through geospot's
+embedding cache.
 
     python benchmarks/bench_model_options.py
 """
@@ -32,7 +32,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="efficientnet-lite0")
-    ap.add_argument("--emb", help="NPZ with emb and path arrays (default /work/emb/<encoder>.npz if present)")
+    ap.add_argument("--emb", help="NPZ with emb and path arrays (default: computed through geospot's cache)")
     args = ap.parse_args()
     from geospot.cli.methods_cmds import admin_lines
     from geospot.data.manifest import Manifest, read_manifest
@@ -42,8 +42,8 @@ def main() -> None:
     from geospot.workflows.training import fit, load_model, save_model
 
     m = read_manifest(require_shared_data() / "streetview-global" / "manifest.csv")
-    npz = Path(args.emb) if args.emb else Path("/work/emb") / f"{args.encoder}.npz"
-    if npz.is_file():
+    if args.emb:
+        npz = Path(args.emb)
         d = np.load(npz, allow_pickle=False)
         row = {p: i for i, p in enumerate(d["path"])}
         emb = d["emb"][[row[str(p)] for p in m.paths]].astype(np.float32)

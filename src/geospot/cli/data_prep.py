@@ -183,8 +183,6 @@ def _dedup_inputs(args):
 
 
 def _cmd_dedup(args) -> int:
-    import numpy as np
-
     from geospot.data import dedup
 
     paths, meta = _dedup_inputs(args)

@@ -28,7 +28,6 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -120,9 +120,9 @@ def familiarity_streaming(emb, groups, rows, seed: int, collections=None,
                           quantile: float = DEFAULT_QUANTILE):
     """The `Familiarity` of rows `rows` of a memory-mapped `emb`, on the same folds as
     `calibrate_streaming` (read in chunks; no head is trained). None without folds."""
-    from geospot.workflows.training import _fit_familiarity, calibration_folds
+    from geospot.workflows.training import calibration_folds, fit_gate
 
     rows = np.asarray(rows, dtype=np.int64)
     col = None if collections is None else np.asarray(collections).astype(str)[rows]
     folds, how = calibration_folds(np.asarray(groups, dtype=object)[rows], col, seed=seed)
-    return _fit_familiarity(emb, folds, how, rows=rows, quantile=quantile)
+    return fit_gate(emb, folds, how, rows=rows, quantile=quantile)

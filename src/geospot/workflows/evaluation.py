@@ -8,7 +8,7 @@ import numpy as np
 from geospot.data.manifest import Manifest
 from geospot.workflows.embedding import embeddings_or_compute, log
 from geospot.workflows.scoring import (
-    MEDOID, baseline_methods, calibration_report, fuse_views, main_method_name, model_methods,
+    baseline_methods, calibration_report, fuse_views, main_method_name, model_methods,
     paired_comparisons, place_embeddings, place_probs, predictions_table, score_methods,
 )
 from geospot.workflows.training import head_config, location_table, recipe_config

@@ -136,7 +136,7 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
     calibration = familiarity = None
     if calibrate:
         folds, how = calibration_folds(groups, collections, seed=config.seed)
-        familiarity = _fit_familiarity(emb, folds, how, quantile=familiarity_quantile)
+        familiarity = fit_gate(emb, folds, how, quantile=familiarity_quantile)
         if folds:
             log(f"calibrating on out-of-fold predictions: {how}")
         for k, (tr, te) in enumerate(folds):
@@ -165,7 +165,9 @@ def train_calibrated(emb, lat, lon, groups, *, collections=None, cells=None, cel
     return TrainedHead(cells, head, support, calibration, history, oof, familiarity)
 
 
-def _fit_familiarity(emb, folds, how: str, rows=None, quantile: float = DEFAULT_QUANTILE):
+def fit_gate(emb, folds, how: str, rows=None, quantile: float = DEFAULT_QUANTILE):
+    """The familiarity gate fitted on calibration ``folds`` (None when ``quantile <= 0``), said on stderr;
+    ``how`` names the folds for the model's config (shared by `train` and streamed training)."""
     from geospot.models.familiarity import fit_familiarity
 
     if quantile <= 0:
@@ -226,7 +228,6 @@ def fit(
     `familiarity_quantile`: photos less familiar than this share of held-out photos answer with
     the fallback estimate (`geospot.models.familiarity`; 0: no gate; needs `calibrate`).
     """
-    from geospot.encoders import encoder_info
     from geospot.models.checkpoint import GeoModel
     from geospot.train.config import TrainConfig
 

@@ -69,3 +69,13 @@ def test_test_embeddings_of_another_shape_are_refused(data):
     manifest, emb = data
     with pytest.raises(ValueError, match="test embeddings have shape"):
         _cv(manifest, emb, test_embeddings=emb[:, :16])
+
+
+def test_a_photo_the_test_encoder_could_not_read_is_left_out_of_both(data, base):
+    from types import SimpleNamespace
+
+    manifest, emb = data
+    ok = np.ones(len(emb), bool)
+    ok[[0, 5]] = False
+    report = _cv(manifest, emb, test_embeddings=SimpleNamespace(embeddings=emb, ok=ok, errors={}))
+    assert report["dataset"]["n_images"] == base["dataset"]["n_images"] - 2

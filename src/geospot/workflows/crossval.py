@@ -64,7 +64,8 @@ def cross_validate(
     column): one fold per value, trained on all the others. `views`: test-time views averaged
     per photo (`Preprocess.all_views`). ``test_embeddings`` (same rows as ``embeddings``, e.g. the
     photos through the int8 encoder): what the held-out photos are answered from, while every model
-    still trains on ``embeddings`` (a model trained at full precision, used with a cheaper encoder)."""
+    still trains on ``embeddings`` (a model trained at full precision, used with a cheaper encoder);
+    a photo either set could not read is left out of both."""
     from geospot.eval.metrics import summarize_folds
     from geospot.models.answer import DEFAULT_ESTIMATE, AnswerContext
     from geospot.train.config import TrainConfig

@@ -31,7 +31,7 @@ import urllib.parse
 
 import numpy as np
 
-from geospot.data.sources.collect import FatalSourceError, Location, LocationError, View
+from geospot.data.sources.collect_types import FatalSourceError, Location, LocationError, View
 from geospot.data.sources.http import HttpClient
 from geospot.geo.distance import EARTH_RADIUS_KM, haversine_km
 

@@ -31,7 +31,7 @@ import math
 import urllib.parse
 from typing import Sequence
 
-from geospot.data.sources.collect import FatalSourceError, Location, LocationError, View
+from geospot.data.sources.collect_types import FatalSourceError, Location, LocationError, View
 from geospot.data.sources.http import HttpClient, HttpError
 
 DEFAULT_BASE_URL = "https://maps.googleapis.com/maps/api/streetview"

@@ -44,9 +44,9 @@ from torch import nn
 
 from geospot.data.images import open_image
 from geospot.train import dist
-from geospot.train.finetune import (FinetuneConfig, _fingerprint, _load_checkpoint,
-                                    _result_model, resume_state, _row_rng, _save_checkpoint, _evaluate, augment, model_mask,
-                                    model_preprocess, normalise_image, trainable_parts, iter_loaded)
+from geospot.train.finetune import (FinetuneConfig, _evaluate, _result_model, _row_rng, augment, iter_loaded,
+                                    model_mask, model_preprocess, normalise_image, trainable_parts)
+from geospot.train.finetune_state import _fingerprint, _load_checkpoint, _save_checkpoint, resume_state
 from geospot.train.stream import _GlobalBatchDropout, _step_seed
 
 __all__ = ["finetune_distributed"]

@@ -77,7 +77,7 @@ def test_eval_embeds_with_the_models_views(dataset, flip_model, tmp_path, capsys
 def test_the_full_frame_is_the_default_and_crop_or_tta_opt_out(dataset, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from geospot.cli.core import views_of
+    from geospot.cli.options import views_of
 
     def views(**kw):
         return views_of(SimpleNamespace(**{"tta": "none", "frame": None, **kw}))

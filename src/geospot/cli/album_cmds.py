@@ -72,7 +72,7 @@ def cmd_locate(args, core_locate) -> int:
         try:
             options = {"estimate": args.estimate} if args.estimate else {}
             if getattr(args, "tta", None):
-                from geospot.cli.core import TTA_VIEWS
+                from geospot.cli.options import TTA_VIEWS
 
                 options["views"] = TTA_VIEWS[args.tta]
             predictor = Predictor.load(args.model, backend=args.backend, device=args.device,
@@ -101,14 +101,14 @@ def cmd_train(args, core_train) -> int:
 
     import numpy as np
 
-    from geospot.cli.core import _mask, read_manifests_or_exit, views_of
+    from geospot.cli.options import mask_of, read_manifests_or_exit, views_of
     from geospot.models.checkpoint import GeoModel
     from geospot.train.album import AlbumConfig, train_album_model
     from geospot.workflows.embedding import embeddings_or_compute
 
     m = read_manifests_or_exit(args.manifest, args.split)
     model = GeoModel.load(args.out)
-    emb, ok = embeddings_or_compute(m, None, args.encoder, _mask(args.mask), args.cache, args.backend, args.device,
+    emb, ok = embeddings_or_compute(m, None, args.encoder, mask_of(args.mask), args.cache, args.backend, args.device,
                                     not args.quiet, "album", views=views_of(args))
     cfg = AlbumConfig(epochs=args.album_epochs, hop_km=args.album_hop_km, seed=args.seed, tau_km=args.tau_km)
     groups = np.asarray(m.groups)[ok]

@@ -5,12 +5,15 @@ verbs so that `geospot --help` and `geospot locate` start quickly.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from geospot.cli import argtypes as t
+from geospot.cli.options import (
+    TTA_VIEWS, cell_opts, cell_params, estimate_opt, manifest_opts, mask_of, read_manifest_or_exit,
+    read_manifests_or_exit, runtime_opts, train_config, train_opts, tta_opt, views_of,
+)
 
 
 def register(sub) -> None:
@@ -21,175 +24,6 @@ def register(sub) -> None:
     _locate(sub)
     _eval(sub)
     _cv(sub)
-
-
-# --------------------------------------------------------------------------- shared options
-
-
-def _runtime_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("inference runtime")
-    g.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
-                   help="auto: torch on a GPU when present, else ONNX Runtime (fast on CPU)")
-    g.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
-    g.add_argument("--cache", metavar="DIR", help="embedding cache folder (default $GEOSPOT_CACHE/embeddings)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _manifest_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", metavar="NAME", help="use only rows whose `split` column equals NAME")
-
-
-def _cell_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("geocells (built from the training places)")
-    g.add_argument("--cells", metavar="DIR", help="use cells saved by `geospot cells` instead of building them")
-    g.add_argument("--scheme", choices=["s2", "grid", "semantic"], default="s2",
-                   help="s2: PlaNet's adaptive S2 quadtree; grid: square or hexagonal grid; semantic: PIGEON's "
-                        "named admin-unit cells (GeoNames, merged to --min-per-cell, split above --max-per-cell) "
-                        "(default s2)")
-    g.add_argument("--min-per-cell", type=t.positive_int,
-                   help="s2: drop cells under this many places (default 8); grid: default 1")
-    g.add_argument("--max-per-cell", type=t.positive_int, default=60, help="s2: split cells holding more places (default 60)")
-    g.add_argument("--max-level", type=t.int_range(0, 30), default=20, help="s2: deepest level, 0..30 (default 20)")
-    g.add_argument("--shape", choices=["square", "hex"], default="square", help="grid: cell shape")
-    g.add_argument("--cell-km", type=t.positive_float, default=100.0, help="grid: cell size in km (default 100)")
-    g.add_argument("--region", type=t.region,
-                   help="grid: country name/ISO code, 'lat_min,lon_min,lat_max,lon_max' or GeoJSON file (default: the whole world)")
-
-
-def _train_opts(p: argparse.ArgumentParser) -> None:
-    from geospot.train.config import TrainConfig
-
-    d = TrainConfig()
-    g = p.add_argument_group("training the geocell head")
-    g.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
-    g.add_argument("--loss", choices=["haversine", "ce"], default=d.loss,
-                   help="haversine: PIGEON's haversine label smoothing; ce: plain cross-entropy")
-    g.add_argument("--tau-km", type=t.positive_float, default=d.tau_km, help=f"label-smoothing temperature in km (default {d.tau_km})")
-    g.add_argument("--hidden", type=t.nonneg_int, default=d.hidden, help="hidden units of an MLP head (0 = linear)")
-    g.add_argument("--dropout", type=t.fraction, default=d.dropout, help="dropout of the head, in [0, 1)")
-    g.add_argument("--lr", type=t.positive_float, default=d.lr, help="learning rate")
-    g.add_argument("--weight-decay", type=t.nonneg_float, default=d.weight_decay, help="AdamW weight decay")
-    g.add_argument("--epochs", type=t.positive_int, default=d.epochs, help="training epochs of the head")
-    g.add_argument("--batch-size", type=t.positive_int, default=d.batch_size,
-                   help="training batch size (shrinks on small datasets)")
-    g.add_argument("--patience", type=int, default=d.patience,
-                   help="early-stopping patience in epochs (0 or less: no early stopping)")
-    g.add_argument("--class-weighting", choices=["none", "inv_sqrt"], default=d.class_weighting,
-                   help="weight the loss of rare cells up (inv_sqrt) or not")
-    g.add_argument("--val-fraction", type=t.fraction, default=d.val_fraction,
-                   help="fraction of places held out for early stopping when no --val is given")
-    g.add_argument("--seed", type=t.nonneg_int, default=d.seed, help="random seed")
-    g.add_argument("--mask", metavar="SPEC",
-                   help="hide image regions (watermarks) in training AND prediction, e.g. 'bottom:0.1' or 'br:0.3x0.1'")
-
-
-def _train_config(args):
-    from geospot.train.config import TrainConfig
-
-    return TrainConfig(
-        loss=args.loss, tau_km=args.tau_km, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
-        weight_decay=args.weight_decay, epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-        class_weighting=args.class_weighting, val_fraction=args.val_fraction, seed=args.seed,
-    )
-
-
-def _cell_params(args) -> dict:
-    if args.scheme == "semantic":
-        return {"scheme": "semantic", "min_per_cell": args.min_per_cell if args.min_per_cell is not None else 8,
-                "max_per_cell": args.max_per_cell}
-    if args.scheme == "s2":
-        return {"scheme": "s2", "min_per_cell": args.min_per_cell if args.min_per_cell is not None else 8,
-                "max_per_cell": args.max_per_cell, "max_level": args.max_level}
-    params = {"scheme": "grid", "shape": args.shape, "cell_km": args.cell_km,
-              "min_per_cell": args.min_per_cell if args.min_per_cell is not None else 1}
-    if args.region:
-        from geospot.geo.regions import resolve_region
-
-        params["region"] = resolve_region(args.region)
-    return params
-
-
-def read_manifest_or_exit(path: str, split: str | None = None):
-    """Read a manifest; bad rows are reported on stderr and left out (the run goes on)."""
-    from geospot.data.manifest import ManifestError, read_manifest
-
-    try:
-        manifest = read_manifest(path, check_files=True, on_error="drop")
-    except ManifestError as exc:  # unrecoverable: e.g. missing required columns
-        raise SystemExit(f"error: {exc}")
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot read manifest {path}: {exc}")
-    for problem in getattr(manifest, "problems", []) or []:
-        print(f"warning: {problem}", file=sys.stderr)
-    if split is not None:
-        if "split" not in manifest.df.columns:
-            raise SystemExit(f"error: {path} has no `split` column (asked for --split {split})")
-        manifest = manifest.subset((manifest.df["split"].astype(str) == split).to_numpy().nonzero()[0])
-    if len(manifest) == 0:
-        raise SystemExit(f"error: {path} has no usable rows" + (f" with split == {split!r}" if split else ""))
-    return manifest
-
-
-def read_manifests_or_exit(specs: list[str], split: str | None = None):
-    """One manifest, or several combined with a ``collection`` column (``NAME=PATH`` names one;
-    by default a collection is named after its manifest's folder)."""
-    from geospot.data.combine import collection_name, combine, parse_named
-
-    named = [parse_named(s) for s in specs]
-    if len(named) == 1 and named[0][0] is None:
-        return read_manifest_or_exit(named[0][1], split)
-    parts = [(name or collection_name(path), read_manifest_or_exit(path, split)) for name, path in named]
-    try:
-        return combine(parts)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
-
-
-# --tta value -> `Preprocess.views` (with --frame crop; "none" with the default full frame is "full")
-TTA_VIEWS = {"none": "center", "flip": "flip", "five": "five", "ten": "ten"}
-
-
-def _tta_opt(p: argparse.ArgumentParser, help_text: str, default: str | None = "none") -> None:
-    p.add_argument("--tta", choices=list(TTA_VIEWS), default=default,
-                   help="test-time augmentation, the mean embedding of several crops of the ImageNet frame per "
-                        "photo: flip (centre + mirror, 2x encoder time), five (4 corners + centre, 5x), ten "
-                        "(five + mirrors, 10x); " + help_text)
-    if default is not None:  # embed, train, cv: what the photos are embedded with
-        p.add_argument("--frame", choices=["full", "crop"], default=None,
-                       help="full (default without --tta): the whole photo, shorter side resized to the "
-                            "encoder's input size; crop: ImageNet's centre crop (224 of 256 px), which drops "
-                            "12.5%% of each side (chosen leave-one-collection-out: docs/accuracy.md)")
-
-
-def views_of(args) -> str:
-    """`Preprocess.views` for --tta and --frame: the full frame unless --tta or --frame crop says otherwise."""
-    from geospot.encoders.preprocess import DEFAULT_VIEWS
-
-    tta, frame = getattr(args, "tta", None) or "none", getattr(args, "frame", None)
-    if tta != "none":
-        if frame == "full":
-            raise SystemExit(f"error: --tta {tta} takes crops of the ImageNet frame; drop --frame full")
-        return TTA_VIEWS[tta]
-    return "center" if frame == "crop" else DEFAULT_VIEWS
-
-
-def _estimate_opt(p: argparse.ArgumentParser, default_text: str) -> None:
-    from geospot.models.answer import ESTIMATES
-
-    p.add_argument("--estimate", choices=list(ESTIMATES), default=None,
-                   help=f"which point estimate becomes lat/lon ({default_text}); every estimate is in --json "
-                        "and in reports")
-
-
-def _mask(spec: str | None):
-    if not spec:
-        return None
-    from geospot.data.masks import parse_mask
-
-    try:
-        return parse_mask(spec)
-    except ValueError as exc:
-        raise SystemExit(f"error: --mask: {exc}")
 
 
 # --------------------------------------------------------------------------- verbs
@@ -259,8 +93,8 @@ def _cells(sub) -> None:
     p.add_argument("manifest")
     p.add_argument("--out", required=True, help="folder to write cells.json + cells.safetensors")
     p.add_argument("--map", metavar="PNG", help="also draw the cells on a map, coloured by places per cell")
-    _manifest_opts(p)
-    _cell_opts(p)
+    manifest_opts(p)
+    cell_opts(p)
     p.set_defaults(func=cmd_cells)
 
 
@@ -270,7 +104,7 @@ def cmd_cells(args) -> int:
     from geospot.pipeline import build_model_cells
 
     m = read_manifest_or_exit(args.manifest, args.split)
-    cells = build_model_cells(m.lat, m.lon, np.asarray(m.groups), _cell_params(args))
+    cells = build_model_cells(m.lat, m.lon, np.asarray(m.groups), cell_params(args))
     cells.save(args.out)
     counts = np.asarray(cells.count)
     print(f"{len(cells)} {cells.scheme} cells from {len(set(m.groups))} places -> {args.out}")
@@ -289,9 +123,9 @@ def _embed(sub) -> None:
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
     p.add_argument("--batch-size", type=t.positive_int, default=32, help="images per inference batch")
     p.add_argument("--workers", type=t.positive_int, default=None, help="decoding threads (default: chosen for the machine)")
-    _tta_opt(p, "cached apart from single-view embeddings (default none)")
-    _manifest_opts(p)
-    _runtime_opts(p)
+    tta_opt(p, "cached apart from single-view embeddings (default none)")
+    manifest_opts(p)
+    runtime_opts(p)
     p.set_defaults(func=cmd_embed)
 
 
@@ -299,7 +133,7 @@ def cmd_embed(args) -> int:
     from geospot.pipeline import embed_manifest
 
     m = read_manifest_or_exit(args.manifest, args.split)
-    res = embed_manifest(m, args.encoder, mask=_mask(args.mask), cache_dir=args.cache, backend=args.backend,
+    res = embed_manifest(m, args.encoder, mask=mask_of(args.mask), cache_dir=args.cache, backend=args.backend,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
                          progress=not args.quiet, views=views_of(args))
     n_bad = int((~res.ok).sum())
@@ -328,13 +162,13 @@ def _train(sub) -> None:
     p.add_argument("--familiarity-quantile", type=t.float_range(0.0, 0.5), default=0.01, metavar="Q",
                    help="photos less like the training photos than this share of held-out photos answer with "
                         "max_geoscore; fitted with the calibration (0 turns the gate off; default 0.01)")
-    _estimate_opt(p, "stored in the model; default local_mean")
-    _tta_opt(p, "used for the training embeddings and recorded in the model, so locate, eval and serve use it "
+    estimate_opt(p, "stored in the model; default local_mean")
+    tta_opt(p, "used for the training embeddings and recorded in the model, so locate, eval and serve use it "
                 "too; --unfreeze still fine-tunes on the centre crop (default none)")
-    _manifest_opts(p)
-    _cell_opts(p)
-    _train_opts(p)
-    _runtime_opts(p)
+    manifest_opts(p)
+    cell_opts(p)
+    train_opts(p)
+    runtime_opts(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -349,10 +183,10 @@ def cmd_train(args) -> int:
         from geospot.geo.cells import CellTable
 
         cells = CellTable.load(args.cells)
-    mask = _mask(args.mask)
-    config = _train_config(args)
+    mask = mask_of(args.mask)
+    config = train_config(args)
     methods = train_method_options(args)
-    model = fit(m, encoder=args.encoder, cells=cells, cell_params=_cell_params(args), config=config, mask=mask,
+    model = fit(m, encoder=args.encoder, cells=cells, cell_params=cell_params(args), config=config, mask=mask,
                 val_manifest=val, calibrate=not args.no_calibrate, estimate=args.estimate, cache_dir=args.cache,
                 backend=args.backend, device=args.device, progress=not args.quiet, views=views_of(args),
                 familiarity_quantile=args.familiarity_quantile, **methods)
@@ -388,7 +222,7 @@ def _locate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON array (see README for the schema)")
     p.add_argument("--same-place", action="store_true",
                    help="all photos show one place: fuse them into one answer (PIGEON's multi-view averaging)")
-    _estimate_opt(p, "default: the model's, else local_mean")
+    estimate_opt(p, "default: the model's, else local_mean")
     p.add_argument("--map", metavar="PNG", help="draw the answer's probability map (one photo or --same-place)")
     p.add_argument("--map-dir", metavar="DIR", help="draw one probability map per answer into DIR (<photo>.map.png)")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
@@ -396,7 +230,7 @@ def _locate(sub) -> None:
     p.add_argument("--device", type=t.device, default="auto", help="auto | cpu | cuda[:N] | mps (torch backend)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8: the quantised encoder made by `geospot encoders --quantize` (faster, approximate)")
-    _tta_opt(p, "overrides the model's own (default: what the model was trained with)", default=None)
+    tta_opt(p, "overrides the model's own (default: what the model was trained with)", default=None)
     p.set_defaults(func=cmd_locate)
 
 
@@ -468,9 +302,9 @@ def _eval(sub) -> None:
     p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
                    help="how views of one location_id are combined (default: average embeddings)")
     p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
-    _estimate_opt(p, "default: the model's, else local_mean")
-    _manifest_opts(p)
-    _runtime_opts(p)
+    estimate_opt(p, "default: the model's, else local_mean")
+    manifest_opts(p)
+    runtime_opts(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -551,12 +385,12 @@ def _cv(sub) -> None:
     p.add_argument("--fuse", choices=["embeddings", "probs", "none"], default="embeddings",
                    help="how views of one location_id are combined")
     p.add_argument("--top-k", type=t.positive_int, default=5, help="cells averaged into the point estimate")
-    _estimate_opt(p, "default local_mean")
-    _tta_opt(p, "for every photo, training and held-out alike (default none)")
-    _manifest_opts(p)
-    _cell_opts(p)
-    _train_opts(p)
-    _runtime_opts(p)
+    estimate_opt(p, "default local_mean")
+    tta_opt(p, "for every photo, training and held-out alike (default none)")
+    manifest_opts(p)
+    cell_opts(p)
+    train_opts(p)
+    runtime_opts(p)
     p.set_defaults(func=cmd_cv)
 
 
@@ -568,7 +402,7 @@ def cmd_cv(args) -> int:
     group_by = args.group_by or ("collection" if len(args.manifest) > 1 else None)
     try:
         report = cross_validate(m, folds=args.folds, group_by=group_by, encoder=args.encoder,
-                                cell_params=_cell_params(args), config=_train_config(args), mask=_mask(args.mask),
+                                cell_params=cell_params(args), config=train_config(args), mask=mask_of(args.mask),
                                 fuse=args.fuse, top_k=args.top_k, estimate=args.estimate,
                                 calibrate=not args.no_calibrate, seed=args.seed, out_dir=args.out,
                                 cache_dir=args.cache, backend=args.backend, device=args.device,

@@ -22,7 +22,7 @@ def register(data_sub) -> None:
 
 
 def _cmd_shards(args) -> int:
-    from geospot.cli.core import read_manifest_or_exit
+    from geospot.cli.options import read_manifest_or_exit
     from geospot.data.shards_write import write_shards
 
     if args.per_shard < 1:

@@ -185,7 +185,7 @@ def _audit(sub) -> None:
 
 
 def _read_manifest(path: str, split: str | None):
-    from geospot.cli.core import read_manifest_or_exit
+    from geospot.cli.options import read_manifest_or_exit
 
     return read_manifest_or_exit(path, split)
 

@@ -56,14 +56,14 @@ def _scaled(args) -> bool:
 
 def _views(args) -> str:
     """The views of --tta and --frame (`Preprocess.views`)."""
-    from geospot.cli.core import views_of
+    from geospot.cli.options import views_of
 
     return views_of(args)
 
 
 def _read(path: str, split: str | None, main: bool):
     """Rank 0 reports the manifest's problems; the other ranks read it quietly."""
-    from geospot.cli.core import read_manifest_or_exit
+    from geospot.cli.options import read_manifest_or_exit
 
     if main:
         return read_manifest_or_exit(path, split)
@@ -99,13 +99,13 @@ def _embed_to_store(args, manifest, ctx, store, export, mask):
 def cmd_embed(args, core_embed) -> int:
     if not _scaled(args):
         return core_embed(args)
-    from geospot.cli.core import _mask
+    from geospot.cli.options import mask_of
     from geospot.train import dist
 
     ctx = dist.init(device=args.device)
     try:
         manifest = _read(args.manifest, args.split, ctx.is_main)
-        res = _embed_to_store(args, manifest, ctx, args.store, args.export, _mask(args.mask))
+        res = _embed_to_store(args, manifest, ctx, args.store, args.export, mask_of(args.mask))
         if not ctx.is_main:
             return 0
         for _, reason in sorted(res.errors.items()):
@@ -145,7 +145,7 @@ def cmd_train(args, core_train) -> int:
 def _train(args, ctx) -> int:
     import numpy as np
 
-    from geospot.cli.core import _cell_params, _mask, _train_config
+    from geospot.cli.options import cell_params, mask_of, train_config
     from geospot.encoders.store import EmbeddingStore, is_store
     from geospot.train.stream import train_head_streaming
 
@@ -156,7 +156,7 @@ def _train(args, ctx) -> int:
     if not is_store(store_dir):
         manifest = _read(args.manifest, args.split, ctx.is_main)
         store_dir = Path(args.store) if args.store else run_dir / "embeddings"
-        _embed_to_store(args, manifest, ctx, store_dir, None, _mask(args.mask))
+        _embed_to_store(args, manifest, ctx, store_dir, None, mask_of(args.mask))
         from geospot.train import dist
 
         dist.barrier()  # rank 0 finished the store
@@ -164,7 +164,7 @@ def _train(args, ctx) -> int:
     enc = st.meta["encoder"]
     if args.encoder not in (enc, "efficientnet-lite0"):
         raise SystemExit(f"error: {store_dir} holds {enc} embeddings, not {args.encoder}")
-    mask = _mask(args.mask)
+    mask = mask_of(args.mask)
     if args.mask and (mask.to_dict() if not mask.is_empty else None) != st.meta.get("mask"):
         raise SystemExit(f"error: {store_dir} was embedded with mask {st.meta.get('mask')}, not {args.mask!r}")
     stored_views = st.meta["preprocess"].get("views", "center")
@@ -188,11 +188,11 @@ def _train(args, ctx) -> int:
     else:
         from geospot.pipeline import build_model_cells
 
-        cells = build_model_cells(lat[rows], lon[rows], groups[rows], _cell_params(args))
+        cells = build_model_cells(lat[rows], lon[rows], groups[rows], cell_params(args))
     if ctx.is_main:
         print(f"training on {len(rows)} images, {len(cells)} cells, {ctx.world_size} process(es), "
               f"batches streamed from {store_dir}", file=sys.stderr)
-    config = _train_config(args)
+    config = train_config(args)
     collections = st.index["collection"].astype(str).to_numpy() if "collection" in st.index.columns else None
     calibration = familiarity = None
     if not args.no_calibrate and not args.unfreeze:  # fine-tuning changes the model: `finetune` drops it too
@@ -204,7 +204,7 @@ def _train(args, ctx) -> int:
                        if ctx.is_main else None)  # only rank 0 saves the model
         calibration, _ = calibrate_streaming(st.emb, lat, lon, groups, rows, config, collections=collections,
                                              cells=cells if args.cells else None,
-                                             cell_params=None if args.cells else _cell_params(args),
+                                             cell_params=None if args.cells else cell_params(args),
                                              estimates=scaled_estimates((args.estimate,) if args.estimate else None,
                                                                         familiarity), ctx=ctx)
     head, hist = train_head_streaming(st.emb, lat, lon, cells, config, groups=groups, rows=rows, ctx=ctx,

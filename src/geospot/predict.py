@@ -396,7 +396,7 @@ def _torch_free_runtime(name: str, precision: str):
 def _torch_runtime(model, backend: str, device: str, precision: str):
     from geospot.encoders import create_encoder
     from geospot.encoders.runtime import EncoderRuntime
-    from geospot.models.checkpoint import CONFIG_FILE, _check_encoder_name
+    from geospot.models.checkpoint_read import CONFIG_FILE, _check_encoder_name
 
     if getattr(model, "root", None) is not None:  # an unknown encoder names the model's config.json
         _check_encoder_name(model.root / CONFIG_FILE, model.config)

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from geospot.models.checkpoint import (
-    AnswersMixin,
-    CONFIG_FILE,
-    ENCODER_FILE,
-    HEAD_FILE,
-    CheckpointError,
-    default_model_dir,
-    head_shapes,
-    load_cells,
-    read_config,
+from geospot.models.checkpoint import AnswersMixin, default_model_dir
+from geospot.models.checkpoint_read import (
+    CONFIG_FILE, ENCODER_FILE, HEAD_FILE, CheckpointError, _read_answer_parts, _read_safetensors, head_shapes,
+    load_cells, read_config,
 )
 from geospot.models.validate import read_numpy_tensors, shape_problems
 
@@ -63,7 +57,6 @@ class NumpyGeoModel(AnswersMixin):
         self._w = weights
         self.fine_tuned = enc.get("weights", "pretrained") == ENCODER_FILE
         self.train_coords = None
-        from geospot.models.checkpoint import _read_answer_parts
 
         self.support, self.calibration, self.estimate = _read_answer_parts(root, config, len(cells))
         self._read_extras(root, config)
@@ -73,7 +66,6 @@ class NumpyGeoModel(AnswersMixin):
         """Fine-tuned encoder weights (torch tensors; imports torch), or None for a frozen encoder."""
         if not self.fine_tuned:
             return None
-        from geospot.models.checkpoint import _read_safetensors
 
         return _read_safetensors(self.root / ENCODER_FILE, "fine-tuned encoder weights")
 

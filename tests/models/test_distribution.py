@@ -26,6 +26,17 @@ def test_the_near_table_stays_within_1e3_of_the_series_and_of_scipy():
     assert np.abs(_ncx2_df2_cdf(x, lam) - exact).max() < 1e-3
 
 
+def test_far_from_the_centre_the_table_stays_within_1e3_of_scipy():
+    """v >= 4: the table over (u - v, 4 / v) of the integrated Rice density, its v -> infinity limit
+    (the normal CDF) included, and 0 / 1 outside the band of 8 sigmas."""
+    rng = np.random.default_rng(1)
+    lam = np.concatenate([rng.uniform(16, 100, 20000), rng.uniform(100, 1e4, 20000), rng.uniform(1e4, 1e8, 20000)])
+    v = np.sqrt(lam)
+    u = np.maximum(v + rng.uniform(-12, 12, lam.size), 0.0)
+    assert np.abs(_ncx2_df2_cdf(u ** 2, lam) - chndtr(u ** 2, 2, lam)).max() < 1e-3
+    assert _ncx2_df2_cdf(np.array([(100.0 - 9) ** 2, (100.0 + 9) ** 2]), 100.0 ** 2).tolist() == pytest.approx([0, 1])
+
+
 def test_radii_and_within_in_one_pass_equal_the_two_functions():
     sup = Support([45.0, 46.0, -30.0], [16.0, 17.5, 150.0], [0, 0, 1], [0.7, 0.3, 1.0], [20.0, 50.0, 300.0])
     w = mixture_weights(np.array([[0.8, 0.2], [0.1, 0.9]]), sup)

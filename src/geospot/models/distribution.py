@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from geospot.geo.distance import haversine_km, pairwise_haversine_km
-from geospot.models.special import ndtr
 
 #: Half the Earth's circumference: no two points are further apart.
 MAX_DISTANCE_KM = 20015.1
@@ -228,55 +227,85 @@ def _ncx2_df2_series(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
     return acc
 
 
-# The near branch is a table of the series over u = sqrt(x) and v = sqrt(lam) (v < 4),
-# read by bilinear interpolation (error < 1e-3): a Python loop of ~40 array operations
-# per call cost 1-2 ms of every answer, a table lookup costs ~0.1 ms. Beyond u = 11 the
-# CDF is 1 to 1e-11 (the radius lies 7 sigmas past the centre's offset).
+# The CDF is read from two tables by bilinear interpolation, in one pass over all elements (no
+# branch-wise copies: a Python loop of ~40 array operations per call once cost 1-2 ms of every
+# answer). Near the centre (v = sqrt(lam) < 4) the table is of the Poisson series over u = sqrt(x)
+# and v; beyond u = 11 the CDF is 1 to 1e-11. Far from it (v >= 4) the radius past the centre's
+# offset, g = u - v in [-8, 8], and w = 4 / v in [0, 1] index a table of the exact CDF (numerical
+# integration of the Rice density; w = 0 is its limit, the standard normal CDF of g); outside that
+# band the CDF is 0 or 1 to 1e-14. Error < 1e-3 everywhere (tests/models/test_distribution.py).
 _TABLE_STEP, _TABLE_U, _TABLE_V = 0.05, 11.0, 4.0
-_table: list[np.ndarray] = []
+_FAR_G, _FAR_G_STEP, _FAR_W_STEP = 8.0, 0.05, 0.02
+_tables: list[tuple] = []
 
 
-def _near_table() -> np.ndarray:
-    if not _table:
+def _rice_far(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``[G, W]`` exact CDF at radius ``v + g`` of the distance from the origin of a unit 2-D Gaussian
+    centred ``v = 4 / w`` away (w > 0), by the trapezoid rule on the Rice density."""
+    out = np.empty((g.size, w.size))
+    for j, wj in enumerate(w):
+        v = 4.0 / wj
+        r = np.arange(max(0.0, v - 10.0), v + g[-1] + 1e-9, 0.001)
+        x = r * v
+        i0e = np.empty_like(x)  # exp(-x) I0(x), without overflow
+        small = x < 50.0
+        i0e[small] = np.i0(x[small]) * np.exp(-x[small])
+        z = 1.0 / (8.0 * x[~small])
+        i0e[~small] = (1 + z * (1 + z * (9 / 2 + z * 75 / 2))) / np.sqrt(2 * np.pi * x[~small])
+        pdf = r * np.exp(-0.5 * (r - v) ** 2) * i0e
+        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(r))])
+        out[:, j] = np.interp(v + g, r, cdf)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _cdf_tables() -> tuple:
+    """(the two tables flattened into one array, near shape, far shape), built once and cached on disk."""
+    if not _tables:
         from geospot.geo.arraycache import cached_arrays
+        from geospot.models.special import ndtr
 
         def build() -> dict[str, np.ndarray]:
             u = np.arange(0.0, _TABLE_U + _TABLE_STEP / 2, _TABLE_STEP)
             v = np.arange(0.0, _TABLE_V + _TABLE_STEP / 2, _TABLE_STEP)
-            return {"cdf": _ncx2_df2_series(u[:, None] ** 2, v[None, :] ** 2)}
+            g = np.arange(-_FAR_G, _FAR_G + _FAR_G_STEP / 2, _FAR_G_STEP)
+            w = np.arange(0.0, 1.0 + _FAR_W_STEP / 2, _FAR_W_STEP)
+            far = np.empty((g.size, w.size))
+            far[:, 0] = ndtr(g)
+            far[:, 1:] = _rice_far(g, w[1:])
+            return {"near": _ncx2_df2_series(u[:, None] ** 2, v[None, :] ** 2), "far": far}
 
-        source = f"ncx2 df2 series v1 step {_TABLE_STEP} u {_TABLE_U} v {_TABLE_V}"
-        _table.append(cached_arrays("ncx2-df2", source, build)["cdf"])
-    return _table[0]
+        source = (f"ncx2 df2 v2 near step {_TABLE_STEP} u {_TABLE_U} v {_TABLE_V}; "
+                  f"far g {_FAR_G} step {_FAR_G_STEP} w step {_FAR_W_STEP}")
+        t = cached_arrays("ncx2-df2", source, build)
+        _tables.append((np.concatenate([t["near"].ravel(), t["far"].ravel()]), t["near"].shape, t["far"].shape))
+    return _tables[0]
+
+
+def _rice_cdf(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """P(distance <= ``u``) for the distance from the origin of a unit 2-D Gaussian centred ``v`` away
+    (both in sigmas, broadcast): the CDF of a non-central chi-square with 2 degrees of freedom at
+    ``u**2`` with non-centrality ``v**2``. Over 20x faster than scipy's ``chndtr``."""
+    flat, (nu, nv), (ng, nw) = _cdf_tables()
+    u, v = np.broadcast_arrays(np.maximum(np.asarray(u, np.float64), 0.0), np.asarray(v, np.float64))
+    near = v < _TABLE_V
+    # fractional row and column of each element in its table
+    a = np.where(near, np.minimum(u / _TABLE_STEP, nu - 1.000001),
+                 np.clip((u - v + _FAR_G) / _FAR_G_STEP, 0.0, ng - 1.000001))
+    b = np.where(near, np.minimum(v / _TABLE_STEP, nv - 1.000001),
+                 np.minimum(_TABLE_V / np.maximum(v, _TABLE_V) / _FAR_W_STEP, nw - 1.000001))
+    i, j = a.astype(np.intp), b.astype(np.intp)
+    ta, tb = a - i, b - j
+    cols = np.where(near, nv, nw)
+    k = np.where(near, 0, nu * nv) + i * cols + j
+    lo = flat[k] * (1 - ta) + flat[k + cols] * ta
+    hi = flat[k + 1] * (1 - ta) + flat[k + cols + 1] * ta
+    return lo * (1 - tb) + hi * tb
 
 
 def _ncx2_df2_cdf(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """CDF at ``x`` of a non-central chi-square with 2 degrees of freedom and
-    non-centrality ``lam`` (the squared distance, in sigmas, from a 2-D Gaussian's
-    centre): the tabulated Poisson series for ``lam < 16`` (error < 1e-3), Sankaran's
-    normal approximation beyond (error < 0.002). Over 20x faster than scipy's ``chndtr``."""
-    x, lam = np.broadcast_arrays(np.maximum(np.asarray(x, np.float64), 0), np.asarray(lam, np.float64))
-    out = np.empty(x.shape)
-    near = lam < _TABLE_V ** 2
-    if near.any():
-        table = _near_table()
-        iu = np.minimum(np.sqrt(x[near]) / _TABLE_STEP, table.shape[0] - 1.000001)
-        iv = np.minimum(np.sqrt(lam[near]) / _TABLE_STEP, table.shape[1] - 1.000001)
-        i, j = iu.astype(np.intp), iv.astype(np.intp)
-        tu, tv = iu - i, iv - j
-        lo = table[i, j] * (1 - tu) + table[i + 1, j] * tu
-        hi = table[i, j + 1] * (1 - tu) + table[i + 1, j + 1] * tu
-        out[near] = lo * (1 - tv) + hi * tv
-    far = ~near
-    if far.any():
-        xf, lf = x[far], lam[far]
-        a, b = 2 + lf, 2 + 2 * lf
-        h = 1 - 2.0 / 3.0 * a * (2 + 3 * lf) / b ** 2
-        p = b / a ** 2
-        m = (h - 1) * (1 - 3 * h)
-        num = (xf / a) ** h - (1 + h * p * (h - 1 - 0.5 * (2 - h) * m * p))
-        out[far] = ndtr(num / (h * np.sqrt(2 * p) * (1 + 0.5 * m * p)))
-    return np.clip(out, 0.0, 1.0)
+    """CDF at ``x`` of a non-central chi-square with 2 degrees of freedom and non-centrality
+    ``lam`` (the squared distance, in sigmas, from a 2-D Gaussian's centre); see `_rice_cdf`."""
+    return _rice_cdf(np.sqrt(np.maximum(np.asarray(x, np.float64), 0.0)), np.sqrt(np.asarray(lam, np.float64)))
 
 
 def _pruned(weights: np.ndarray):
@@ -301,8 +330,7 @@ def mass_within(weights: np.ndarray, support: Support, kernel_km: float, lat, lo
         d = haversine_km(np.asarray(lat, float)[sl, None], np.asarray(lon, float)[sl, None],
                          support.lat[idx], support.lon[idx])
         s = sigma_all[idx]
-        lam = (d / s) ** 2
-        cdf = _ncx2_df2_cdf((radii[None, None, :] / s[..., None]) ** 2, lam[..., None])
+        cdf = _rice_cdf(radii[None, None, :] / s[..., None], (d / s)[..., None])
         out[sl] = np.einsum("bs,bsr->br", w, cdf)
     return np.clip(out / np.maximum(total, 1e-300)[:, None], 0.0, 1.0)
 

@@ -210,3 +210,37 @@ def test_few_points_take_the_same_answers_as_many():
         few = np.concatenate([gaz.nearest(lat[i:i + 3], lon[i:i + 3], xyz[i:i + 3], within_chord=bound)
                               for i in range(0, lat.size, 3)])
         assert few.tolist() == many.tolist()
+
+
+def test_cells_no_edge_touches_answer_without_a_test_and_agree_with_it():
+    """A country with a lake (hole) holding an enclave: cells inside each are settled by the index alone
+    (`cell_owner`), and every point gets the same answer as from the edge test."""
+    import dataclasses
+
+    rings = [[(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)],  # the country ...
+             [(1, 1), (1, 9), (9, 9), (9, 1), (1, 1)],  # ... with a hole
+             [(4, 4), (7, 4), (7, 7), (4, 7), (4, 4)]]  # an enclave inside the hole
+    coords = np.array([c for r in rings for c in r], dtype=np.float64)
+    arrays = {"coords": coords, "ring_offsets": np.array([0, 5, 10, 15]), "polygon_offsets": np.array([0, 2, 3]),
+              "geometry_offsets": np.array([0, 1, 2])}
+    index = OutlineIndex.from_arrays(OutlineIndex.build_arrays(arrays))
+    cell = lambda lat, lon: (lat + 90) * 360 + lon + 180  # noqa: E731 (the 1-degree cell of a corner)
+    assert index.cell_owner[cell(2, 2)] == -1 and index.cell_owner[cell(5, 5)] == 1  # in the lake, in the enclave
+    assert index.cell_owner[cell(0, 0)] == -2 and index.cell_owner[cell(50, 50)] == -1  # an edge; open sea
+    tested = dataclasses.replace(index, cell_owner=np.full_like(index.cell_owner, -2))
+    g = np.arange(-1.0, 11.01, 0.25)
+    lat, lon = (a.ravel() for a in np.meshgrid(g, g))
+    assert index.polygon_of(lat, lon).tolist() == tested.polygon_of(lat, lon).tolist()
+    whole = _vendored_index_and_points()
+    assert whole[0].polygon_of(*whole[1]).tolist() == dataclasses.replace(
+        whole[0], cell_owner=np.full_like(whole[0].cell_owner, -2)).polygon_of(*whole[1]).tolist()
+
+
+def _vendored_index_and_points():
+    """The vendored outlines' index and 20,000 points on the sphere (integer degrees among them)."""
+    from geospot.geo.outlines import outline_index
+
+    rng = np.random.default_rng(5)
+    lat = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 15000))), rng.integers(-90, 91, 5000)])
+    lon = np.concatenate([rng.uniform(-180, 180, 15000), rng.integers(-180, 181, 5000)])
+    return outline_index(), (lat.astype(float), lon.astype(float))

@@ -12,7 +12,9 @@ points that fall within it (on or a hair from an edge).
 Only edges near the point are tested. A 1-degree grid lists the polygons
 whose bounding box overlaps each cell; of those whose box holds the point,
 only the edges in the point's thin latitude band (``BAND_DEG``; edges are
-indexed by band and polygon) are tested, typically a few dozen. The outlines are cut at the antimeridian (Fiji and
+indexed by band and polygon) are tested, typically a few dozen. A cell that no edge
+touches lies wholly inside one polygon (or none): the index records which, and points
+there need no test at all (most of an answer's points: they land inland). The outlines are cut at the antimeridian (Fiji and
 Chukotka are polygons on each side with edges along +-180 deg, on which points count
 as inside), and Antarctica's ring runs along -90 deg, so the South Pole is
 inside it: plain planar tests on (lon, lat) are right everywhere.
@@ -32,7 +34,7 @@ import numpy as np
 #: Height of the latitude bands that index the edges (degrees).
 BAND_DEG = 0.1
 _NBANDS = int(round(180 / BAND_DEG))
-_FORMAT = 3
+_FORMAT = 4
 _LOCK = threading.Lock()
 # Relative error bound of the float64 orientation determinant (Shewchuk's ccwerrboundA is ~3.3e-16).
 _ERRBOUND = 1e-15
@@ -67,6 +69,7 @@ class OutlineIndex:
     owner: np.ndarray  # [P] index of the outline (country entry) each polygon belongs to
     cell_polygons: np.ndarray  # polygons whose box overlaps each 1-degree cell, cell by cell,
     cell_start: np.ndarray  # [180 * 360 + 1] each cell's slice of cell_polygons
+    cell_owner: np.ndarray  # [180 * 360] the polygon holding a cell no edge touches (-1: none), -2: edges
 
     @staticmethod
     def build_arrays(arrays: dict) -> dict[str, np.ndarray]:
@@ -105,10 +108,25 @@ class OutlineIndex:
         j = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size)
         cells = (row[ids, 0] + j // ncols[ids]) * 360 + col[ids, 0] + j % ncols[ids]
         by_cell = np.argsort(cells, kind="stable")
-        return {"coords": xy, "edge_start": edge.astype(np.int32), "edge_end": nxt[edge].astype(np.int32),
-                "keys": keys, "starts": np.append(first, len(key)).astype(np.int64), "bounds": bounds,
-                "owner": owner.astype(np.int32), "cell_polygons": ids[by_cell].astype(np.int32),
-                "cell_start": np.searchsorted(cells[by_cell], np.arange(360 * 180 + 1)).astype(np.int64)}
+        out = {"coords": xy, "edge_start": edge.astype(np.int32), "edge_end": nxt[edge].astype(np.int32),
+               "keys": keys, "starts": np.append(first, len(key)).astype(np.int64), "bounds": bounds,
+               "owner": owner.astype(np.int32), "cell_polygons": ids[by_cell].astype(np.int32),
+               "cell_start": np.searchsorted(cells[by_cell], np.arange(360 * 180 + 1)).astype(np.int64),
+               "cell_owner": np.full(180 * 360, -2, np.int32)}
+        # Cells that no edge's box touches (closed, with a hair of slack): each lies on one side of every
+        # ring, so the polygon holding its centre holds all of it (holes and enclaves included).
+        lo, hi = np.minimum(xy[start], xy[nxt]) - 1e-9, np.maximum(xy[start], xy[nxt]) + 1e-9
+        c0, c1 = (np.clip(np.floor(v[:, 0] + 180.0), 0, 359).astype(np.int64) for v in (lo, hi))
+        r0, r1 = (np.clip(np.floor(v[:, 1] + 90.0), 0, 179).astype(np.int64) for v in (lo, hi))
+        span = (c1 - c0 + 1) * (r1 - r0 + 1)
+        e_of, k = _expand(np.zeros(len(span), np.int64), span)
+        width = (c1 - c0 + 1)[e_of]
+        touched = np.zeros(180 * 360, bool)
+        touched[(r0[e_of] + k // width) * 360 + c0[e_of] + k % width] = True
+        free = np.flatnonzero(~touched)
+        centre_lat, centre_lon = free // 360 - 89.5, free % 360 - 179.5
+        out["cell_owner"][free] = OutlineIndex.from_arrays(out).polygon_of(centre_lat, centre_lon)
+        return out
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "OutlineIndex":
@@ -119,11 +137,13 @@ class OutlineIndex:
               and bool(np.all(np.diff(a["keys"]) > 0)) and bool(np.all(np.diff(a["starts"]) >= 0))
               and (k == 0 or int(a["starts"][-1]) == e) and a["cell_start"].shape == (180 * 360 + 1,)
               and int(a["cell_start"][-1]) == len(a["cell_polygons"])
-              and (len(a["cell_polygons"]) == 0 or (0 <= a["cell_polygons"].min() and a["cell_polygons"].max() < p)))
+              and (len(a["cell_polygons"]) == 0 or (0 <= a["cell_polygons"].min() and a["cell_polygons"].max() < p))
+              and a["cell_owner"].shape == (180 * 360,) and -2 <= int(a["cell_owner"].min())
+              and int(a["cell_owner"].max()) < p)
         if not ok:
             raise ValueError("country outline index arrays are inconsistent")
         return cls(**{name: a[name] for name in ("coords", "edge_start", "edge_end", "keys", "starts", "bounds",
-                                                 "owner", "cell_polygons", "cell_start")})
+                                                 "owner", "cell_polygons", "cell_start", "cell_owner")})
 
     @property
     def n_polygons(self) -> int:
@@ -139,8 +159,14 @@ class OutlineIndex:
             ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
         if ok.size == 0:
             return out
-        # (point, polygon whose box overlaps the point's 1-degree cell) pairs, kept where the box holds it.
         cell = _cell(lat[ok], lon[ok])
+        whole = self.cell_owner[cell]  # a cell no edge touches: its polygon (or none), no test needed
+        settled = whole >= -1
+        out[ok[settled]] = whole[settled]
+        ok, cell = ok[~settled], cell[~settled]
+        if ok.size == 0:
+            return out
+        # (point, polygon whose box overlaps the point's 1-degree cell) pairs, kept where the box holds it.
         first = self.cell_start[cell]
         pair_pt, pos = _expand(first, self.cell_start[cell + 1] - first)
         pt = ok[pair_pt]

@@ -120,13 +120,12 @@ def loco(encoder: str) -> None:
     manifest, fp32 = collection_data(encoder=encoder, progress=False)
     _, int8 = collection_data(encoder=encoder, progress=False, precision="int8")
     tables, reports = {}, {}
-    for label, test in (("fp32", None), ("int8", int8)):
+    # both runs score the same photos: those both encoders read
+    for label, test in (("fp32", int8_ok_as(fp32, int8)), ("int8", int8)):
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()
-            # both runs score the same photos: those both encoders read
             reports[label] = cross_validate(manifest, group_by="collection", encoder=encoder, cell_params=DEFAULT_CELLS,
-                                            config=TrainConfig(), fuse="none", embeddings=fp32,
-                                            test_embeddings=test if test is not None else int8_ok_as(fp32, int8),
+                                            config=TrainConfig(), fuse="none", embeddings=fp32, test_embeddings=test,
                                             out_dir=out, progress=False)
             tables[label] = pd.read_csv(f"{out}/predictions.csv")
             print(f"{label}: {time.perf_counter() - t:.0f} s", flush=True)

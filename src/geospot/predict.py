@@ -239,15 +239,11 @@ class Predictor:
         from geospot.models.aux import aux_summary
         from geospot.models.methods import refined_points
 
-        from geospot.models.familiarity import DEFAULT_FALLBACK
-
         cells = self.model.cells
-        fam = self.familiarity if emb is not None else None
-        scores = fam.scores(emb) if fam is not None else None
-        unfamiliar = scores < fam.threshold if fam is not None else np.zeros(len(probs), bool)
-        ans = self.model.answer_context().answer(probs, top_k=max(1, top_k), estimate=self.estimate,
-                                                 fallback=unfamiliar,
-                                                 fallback_estimate=fam.fallback if fam else DEFAULT_FALLBACK)
+        ans = self.model.answer_context().gated_answer(probs, self.familiarity if emb is not None else None, emb,
+                                                       top_k=max(1, top_k), estimate=self.estimate)
+        scores = ans["familiarity"]
+        unfamiliar = ans["unfamiliar"] if scores is not None else np.zeros(len(probs), bool)
         refined, aux_probs = "", {}
         aux_model = getattr(self.model, "aux", None)
         if emb is not None:

@@ -162,7 +162,8 @@ class AnswerContext:
         lat, lon = est[estimate]
         used = np.full(n, estimate, dtype=object)
         if switch.any():
-            lat, lon = np.where(switch, est[fallback_estimate][0], lat), np.where(switch, est[fallback_estimate][1], lon)
+            f_lat, f_lon = est[fallback_estimate]
+            lat, lon = np.where(switch, f_lat, lat), np.where(switch, f_lon, lon)
             used[switch] = fallback_estimate
         w = mixture_weights(post.probs, self.support)
         if not switch.any():
@@ -187,6 +188,17 @@ class AnswerContext:
             "within": within,
             "within_km": tuple(within_km),
         }
+
+    def gated_answer(self, raw_probs, familiarity=None, emb=None, **kw) -> dict:
+        """`answer` behind a familiarity gate (`geospot.models.familiarity`): rows whose embedding
+        (``emb`` [B, D]) looks unlike the training data answer with the gate's fallback estimate.
+        Adds ``familiarity`` (each row's score) and ``unfamiliar`` (the flags), None without a gate."""
+        if familiarity is None:
+            return self.answer(raw_probs, **kw) | {"familiarity": None, "unfamiliar": None}
+        scores = familiarity.scores(emb)
+        unfamiliar = scores < familiarity.threshold  # `Familiarity.unfamiliar`, from the scores at hand
+        return self.answer(raw_probs, fallback=unfamiliar, fallback_estimate=familiarity.fallback, **kw) | {
+            "familiarity": scores, "unfamiliar": unfamiliar}
 
     def _radii(self, w, lat, lon, estimate: str, levels, within_km):
         """Radii around ``estimate``'s points and the probability within ``within_km``."""

@@ -127,12 +127,12 @@ def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
 
 def read_familiarity(root: Path, config: dict) -> Familiarity | None:
     """The model's `Familiarity` named in ``config.json`` (None when absent); CheckpointError otherwise."""
-    from geospot.models.checkpoint import CheckpointError
+    from geospot.models.checkpoint_read import CONFIG_FILE, CheckpointError
 
     section = config.get("familiarity")
     if section is None:
         return None
-    where = root / "config.json"
+    where = root / CONFIG_FILE
     if not isinstance(section, dict) or section.get("file") != FAMILIARITY_FILE:
         raise CheckpointError(f"{where}: 'familiarity' must be an object with 'file': '{FAMILIARITY_FILE}', "
                               f"got {section!r}")

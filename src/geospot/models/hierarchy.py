@@ -283,7 +283,7 @@ def by_column(triplets: tuple) -> tuple:
     cell, index, share = (np.asarray(a) for a in triplets)
     order = np.argsort(index, kind="stable")
     cell, index, share = cell[order], index[order], share[order]
-    starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]])) if index.size else order
+    starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]])) if index.size else np.zeros(0, np.intp)
     return cell, share, starts, index[starts]
 
 

@@ -94,12 +94,8 @@ def model_methods(context, raw_probs: np.ndarray, main: str, top_k: int = 5, fam
     unfamiliar rows with its fallback, as the predictor does (`main_method_name`); each
     estimate alone is scored too."""
     from geospot.models.answer import ESTIMATES
-    from geospot.models.familiarity import DEFAULT_FALLBACK
 
-    unfamiliar = familiarity.unfamiliar(emb) if familiarity is not None else None
-    answer = context.answer(raw_probs, top_k=top_k, estimate=main, fallback=unfamiliar,
-                            fallback_estimate=familiarity.fallback if familiarity is not None else DEFAULT_FALLBACK)
-    answer["unfamiliar"] = unfamiliar
+    answer = context.gated_answer(raw_probs, familiarity, emb, top_k=top_k, estimate=main)
     methods = {main_method_name(main, familiarity): Predictions(answer["lat"], answer["lon"], answer["probs"])}
     for name in ESTIMATES:
         if name != main or familiarity is not None:

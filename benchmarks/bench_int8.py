@@ -115,6 +115,7 @@ def loco(encoder: str) -> None:
     from geospot.eval.bootstrap import describe_paired, paired_geoscore
     from geospot.train.config import TrainConfig
     from geospot.workflows.crossval import cross_validate
+    from geospot.workflows.scoring import MEDOID
     from geospot.workflows.training import DEFAULT_CELLS
 
     manifest, fp32 = collection_data(encoder=encoder, progress=False)
@@ -135,6 +136,9 @@ def loco(encoder: str) -> None:
     group_of = dict(zip(np.asarray(manifest.paths, dtype=object), np.asarray(manifest.groups)))
     groups = np.array([group_of[p] for p in a["path"]])
     main = reports["fp32"]["main_method"]
+    # the constant guess beside them, from the same run (the medoid of each fold's training places)
+    medoid = {f["fold"]: f["methods"][MEDOID]["geoscore"] for f in reports["fp32"]["folds"]}
+    medoid["pooled"] = reports["fp32"]["pooled"][MEDOID]["geoscore"]
     rows = []
     for fold in list(dict.fromkeys(a["fold"])) + ["pooled"]:
         m = np.ones(len(a), bool) if fold == "pooled" else (a["fold"] == fold).to_numpy()
@@ -143,9 +147,9 @@ def loco(encoder: str) -> None:
         cov = [f"{100 * np.mean(t['error_km'].to_numpy()[m] <= t['radius90_km'].to_numpy()[m]):.0f}%" for t in (a, b)]
         rows.append([fold, int(m.sum()), f"{np.mean(5000 * np.exp(-ea / 1492.7)):.0f}",
                      f"{np.mean(5000 * np.exp(-eb / 1492.7)):.0f}", f"{d['mean']:+.0f} [{d['ci'][0]:+.0f}, {d['ci'][1]:+.0f}]",
-                     f"{np.median(ea):.0f}", f"{np.median(eb):.0f}", cov[0], cov[1]])
+                     f"{np.median(ea):.0f}", f"{np.median(eb):.0f}", cov[0], cov[1], f"{medoid[fold]:.0f}"])
     print_table(["held out", "photos", "GeoScore fp32", "GeoScore int8", "int8 - fp32 [95% CI]", "median km fp32",
-                 "median km int8", "cov90 fp32", "cov90 int8"], rows,
+                 "median km int8", "cov90 fp32", "cov90 int8", "medoid"], rows,
                 title=f"Leave-one-collection-out, {encoder}: models trained on fp32 embeddings, held-out photos "
                       f"through the fp32 vs the int8 encoder (main estimate {main})")
     d = paired_geoscore(b["error_km"], a["error_km"], groups=groups)

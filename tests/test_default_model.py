@@ -91,3 +91,13 @@ def test_every_photo_format_gets_answer_or_clear_error(shared_data, predictor):
     assert readmes and all(isinstance(r, PredictionError) for r in readmes)
     # every real image decodes (the "invalid" ones have broken metadata, not broken pixels)
     assert sum(isinstance(r, Prediction) for r in results) == len(files) - len(readmes)
+
+
+def test_predict_embeddings_refuses_a_name_count_that_does_not_match_the_rows(predictor):
+    emb = np.random.default_rng(1).normal(size=(3, predictor.runtime.embed_dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    assert len(predictor.predict_embeddings(emb, ["a", "b", "c"])) == 3
+    with pytest.raises(ValueError, match=r"4 name\(s\) for 3 rows of probabilities, 3 embeddings"):
+        predictor.predict_embeddings(emb, ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match=r"2 name\(s\) for 3 rows of probabilities"):
+        predictor.predict_probs(predictor.model.predict_proba(emb), ["a", "b"])

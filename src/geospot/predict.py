@@ -239,6 +239,9 @@ class Predictor:
         from geospot.models.aux import aux_summary
         from geospot.models.methods import refined_points
 
+        if len(names) != len(probs) or (emb is not None and len(emb) != len(probs)):
+            sizes = f"{len(probs)} rows of probabilities" + (f", {len(emb)} embeddings" if emb is not None else "")
+            raise ValueError(f"predict: {len(names)} name(s) for {sizes}; give one name per row")
         cells = self.model.cells
         ans = self.model.answer_context().gated_answer(probs, self.familiarity if emb is not None else None, emb,
                                                        top_k=max(1, top_k), estimate=self.estimate)

@@ -10,7 +10,12 @@ run from compiled bytecode (kept in a temporary PYTHONPYCACHEPREFIX), as install
 packages do.
 Warm floor: the best bare ONNX Runtime session (threads x spinning, batch 1)
 on a pre-decoded tensor, and the same plus decoding; alternated in blocks with
-`Predictor.predict([photo])`. Goal: <= 1.3x the bare forward pass.
+`Predictor.predict([photo])`. Goal: <= 1.3x the bare forward pass. Each block's
+ratio is printed too: their spread is how far the host moved during the run.
+One thread each: the bare forward and the predictor on single-threaded sessions,
+timed in CPU time of the calling thread as well as wall time. No thread pool and
+no core sharing between ORT threads, so this ratio moves far less with the host's
+load; it measures the work geospot adds to a forward pass (decoding, the answer).
 The machine load is printed before and after (the machine may be shared).
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 from _common import print_table, require_shared_data
 from bench_embed import load_line
 
-from geospot.encoders.onnx_runtime import make_session, read_verified, usable_cpus
+from geospot.encoders.onnx_runtime import OnnxRuntime, make_session, read_verified, usable_cpus
 from geospot.predict import Predictor
 
 FLOOR = """
@@ -61,6 +66,7 @@ def main() -> None:
     ap.add_argument("--model", help="model folder (default: bundled)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--cold-repeats", type=int, default=7)
+    ap.add_argument("--blocks", type=int, default=5, help="alternated warm blocks (each: every photo once)")
     args = ap.parse_args()
     photos = sorted((require_shared_data() / "streetview-sample" / "images").glob("*.jpg"))[: args.repeats]
     print(load_line())
@@ -107,11 +113,26 @@ def main() -> None:
     # Alternated in blocks, not call by call: after a run, a session's spinning threads keep both
     # cores busy for a while, so a call right after another session's run measures that contention
     # (on 2 cores, Predictor.predict took 2.3x the bare forward call-by-call and 1.2x in blocks).
-    bare, bare_decode, warm = [], [], []
-    for _ in range(3):
-        bare += [_time(lambda: session.run(None, {"images": x})) for _ in photos]
+    bare, bare_decode, warm, per_block = [], [], [], []
+    for _ in range(args.blocks):
+        b = [_time(lambda: session.run(None, {"images": x})) for _ in photos]
         bare_decode += [_time(lambda: session.run(None, {"images": prepare_image(p, pre)[None]})) for p in photos]
-        warm += [_time(lambda: predictor.predict([p])) for p in photos]
+        w = [_time(lambda: predictor.predict([p])) for p in photos]
+        bare, warm = bare + b, warm + w
+        per_block.append(statistics.median(w) / statistics.median(b))
+
+    # one thread each, in CPU time of this thread (ORT runs a one-thread session in the caller)
+    one = make_session(data, threads=1)
+    predictor.runtime = OnnxRuntime(rt.onnx_path, threads=1)
+    predictor.predict([photos[0]])
+    one.run(None, {"images": x})
+    single = {"bare": [], "bare_decode": [], "warm": []}
+    for _ in range(args.blocks):
+        single["bare"] += [_cpu(lambda: one.run(None, {"images": x})) for _ in photos]
+        single["bare_decode"] += [_cpu(lambda: one.run(None, {"images": prepare_image(p, pre)[None]}))
+                                  for p in photos]
+        single["warm"] += [_cpu(lambda: predictor.predict([p])) for p in photos]
+    predictor.runtime = rt
 
     med = lambda v: statistics.median(v)  # noqa: E731
     ms = lambda v: f"{1000 * med(v):.1f}"  # noqa: E731
@@ -127,16 +148,39 @@ def main() -> None:
             ["warm: the same, against the bare decode + forward", ms(warm), len(warm),
              f"{med(warm) / med(bare_decode):.2f}"],
             ["Predictor.load + first predict, in this process", f"{1000 * load_s:.0f}", 1, ""],
+            *_single_rows(single),
         ],
         title=f"locate latency, encoder {predictor.model.encoder_name}, runtime {type(rt).__name__}",
     )
+    print("warm Predictor.predict / best bare forward, block by block: "
+          + " / ".join(f"{r:.2f}" for r in per_block))
     print(load_line())
+
+
+def _single_rows(single: dict) -> list[list]:
+    """Rows of the one-thread comparison: CPU ms (wall ms) and the CPU-time ratio to the bare forward."""
+    base = statistics.median(c for c, _ in single["bare"])
+    names = {"bare": "one thread: bare forward, pre-decoded", "bare_decode": "one thread: bare decode + forward",
+             "warm": "one thread: Predictor.predict(1 photo)"}
+    rows = []
+    for key, what in names.items():
+        cpu, wall = (statistics.median(v[i] for v in single[key]) for i in (0, 1))
+        rows.append([f"{what}, CPU ms (wall ms)", f"{1000 * cpu:.1f} ({1000 * wall:.1f})", len(single[key]),
+                     f"{cpu / base:.2f}"])
+    return rows
 
 
 def _time(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def _cpu(fn) -> tuple[float, float]:
+    """(CPU seconds of this thread, wall seconds) of one call."""
+    c, t = time.thread_time(), time.perf_counter()
+    fn()
+    return time.thread_time() - c, time.perf_counter() - t
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from geospot.cli.options import (
     TTA_VIEWS, cell_opts, cell_params, estimate_opt, manifest_opts, mask_of, read_manifest_or_exit,
     read_manifests_or_exit, runtime_opts, train_config, train_opts, tta_opt, views_of,
 )
+from geospot.encoders import DEFAULT_ENCODER
 
 
 def register(sub) -> None:
@@ -119,7 +120,7 @@ def cmd_cells(args) -> int:
 def _embed(sub) -> None:
     p = sub.add_parser("embed", help="embed a manifest's images into the on-disk cache (resumable)")
     p.add_argument("manifest")
-    p.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
+    p.add_argument("--encoder", type=t.encoder, default=DEFAULT_ENCODER, help="image encoder (see `geospot encoders`)")
     p.add_argument("--mask", metavar="SPEC", help="hide image regions before embedding (see `geospot train --help`)")
     p.add_argument("--batch-size", type=t.positive_int, default=32, help="images per inference batch")
     p.add_argument("--workers", type=t.positive_int, default=None, help="decoding threads (default: chosen for the machine)")

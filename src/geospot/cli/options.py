@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from geospot.cli import argtypes as t
+from geospot.encoders import DEFAULT_ENCODER
 
 
 def runtime_opts(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def train_opts(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("training the geocell head")
-    g.add_argument("--encoder", type=t.encoder, default="efficientnet-lite0", help="image encoder (see `geospot encoders`)")
+    g.add_argument("--encoder", type=t.encoder, default=DEFAULT_ENCODER, help="image encoder (see `geospot encoders`)")
     g.add_argument("--loss", choices=["haversine", "ce"], default=d.loss,
                    help="haversine: PIGEON's haversine label smoothing; ce: plain cross-entropy")
     g.add_argument("--tau-km", type=t.positive_float, default=d.tau_km, help=f"label-smoothing temperature in km (default {d.tau_km})")

@@ -146,6 +146,7 @@ def _train(args, ctx) -> int:
     import numpy as np
 
     from geospot.cli.options import cell_params, mask_of, train_config
+    from geospot.encoders import DEFAULT_ENCODER
     from geospot.encoders.store import EmbeddingStore, is_store
     from geospot.train.stream import train_head_streaming
 
@@ -162,7 +163,7 @@ def _train(args, ctx) -> int:
         dist.barrier()  # rank 0 finished the store
     st = EmbeddingStore.open(store_dir)
     enc = st.meta["encoder"]
-    if args.encoder not in (enc, "efficientnet-lite0"):
+    if args.encoder not in (enc, DEFAULT_ENCODER):
         raise SystemExit(f"error: {store_dir} holds {enc} embeddings, not {args.encoder}")
     mask = mask_of(args.mask)
     if args.mask and (mask.to_dict() if not mask.is_empty else None) != st.meta.get("mask"):

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 
 EncoderFactory = Callable[..., "Encoder"]
 
+#: The encoder `geospot embed`, `train` and `cv` use unless told otherwise (chosen
+#: leave-one-collection-out, docs/accuracy.md).
+DEFAULT_ENCODER = "efficientnet-lite0"
+
 _REGISTRY: dict[str, EncoderFactory] = {}
-_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.tiny", "geospot.encoders.clip",
-                    "geospot.encoders.geoclip")
+_BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.multiscale", "geospot.encoders.tiny",
+                    "geospot.encoders.clip", "geospot.encoders.geoclip")
 _builtins_loaded = False
 
 

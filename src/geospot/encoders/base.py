@@ -42,6 +42,9 @@ class Encoder(nn.Module):
 
     name: str = "encoder"
     embed_dim: int = 0
+    #: True when `forward_head` is the global average pool of `forward_features`' map (then the
+    #: embedding is the mean of the map and a Grad-CAM heatmap accounts for all of it).
+    pools_feature_map: bool = True
 
     def __init__(self, preprocess: Preprocess) -> None:
         super().__init__()

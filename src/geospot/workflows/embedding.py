@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from geospot.data.manifest import Manifest
+from geospot.encoders import DEFAULT_ENCODER  # noqa: F401 - re-exported for the workflows
 from geospot.encoders.preprocess import DEFAULT_VIEWS
-
-DEFAULT_ENCODER = "efficientnet-lite0"
 
 
 def cache_root() -> Path:

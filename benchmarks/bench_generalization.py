@@ -4,7 +4,7 @@ exactly what `geospot train` trains (cells, head, calibration with inner
 leave-one-collection-out folds) on the OTHER collections, and score single photos
 of the held-out one beside the skeptic's baselines from the same run.
 
-    python benchmarks/bench_generalization.py [--encoder efficientnet-lite0] [--fuse none] [--out runs/loco]
+    python benchmarks/bench_generalization.py [--encoder efficientnet-lite0-ms] [--fuse none] [--out runs/loco]
 
 Prints one row per held-out collection (GeoScore with a 95% bootstrap interval over
 places, the medoid / random / article-recipe baselines, median error, and the
@@ -19,6 +19,7 @@ import time
 
 from _common import COLLECTIONS, collection_data, print_table
 
+from geospot.encoders import DEFAULT_ENCODER
 from geospot.train.config import TrainConfig
 from geospot.workflows.crossval import cross_validate
 from geospot.workflows.scoring import MEDOID, RANDOM, RECIPE
@@ -27,7 +28,7 @@ from geospot.workflows.training import DEFAULT_CELLS
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--encoder", default="efficientnet-lite0")
+    ap.add_argument("--encoder", default=DEFAULT_ENCODER)
     ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS))
     ap.add_argument("--fuse", default="none", choices=["none", "embeddings", "probs"],
                     help="none: every photo alone, as users locate them (default)")

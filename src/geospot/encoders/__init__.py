@@ -21,7 +21,7 @@ EncoderFactory = Callable[..., "Encoder"]
 
 #: The encoder `geospot embed`, `train` and `cv` use unless told otherwise (chosen
 #: leave-one-collection-out, docs/accuracy.md).
-DEFAULT_ENCODER = "efficientnet-lite0"
+DEFAULT_ENCODER = "efficientnet-lite0-ms"
 
 _REGISTRY: dict[str, EncoderFactory] = {}
 _BUILTIN_MODULES = ("geospot.encoders.efficientnet_lite", "geospot.encoders.multiscale", "geospot.encoders.tiny",

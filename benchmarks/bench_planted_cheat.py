@@ -8,11 +8,12 @@ that cheat on purpose and shows each step on real data:
    author's train split, test from the test split) and stamp a fake uploader
    name in the bottom-right corner, the name tied to the region
    (`geospot.explain.planted.uploader_for`, 30-degree regions by default);
-2. train a model on the stamped training images: frozen efficientnet-lite0
-   embeddings + geocell head (`geospot.pipeline.fit`), then end-to-end
+2. train a model on the stamped training images: frozen embeddings of the default
+   encoder + geocell head (`geospot.pipeline.fit`), then end-to-end
    fine-tuning of the last ``--unfreeze`` blocks (`geospot.train.finetune`).
-   Pooled features of a *frozen* encoder barely see a small corner stamp (the
-   first row shows it); a fine-tuned encoder learns to read it;
+   A *frozen* Lite0's pooled final features barely see a small corner stamp; the
+   default encoder's pooled mid-level features see it (docs/explain.md has both
+   runs); a fine-tuned encoder learns to read it;
 3. score the models on stamped and on clean test images: the gap is the
    inflation (the clean column is the baseline, measured in the same run);
 4. audit them (`geospot.explain.audit.audit`) on the stamped test images: the
@@ -173,7 +174,7 @@ def main() -> int:
         rows,
         title=(f"Planted uploader stamp, streetview-global: {len(train_st)} train / {len(test_st)} test images, "
                f"{len(cheat.cells)} cells, {n_names} uploader names ({args.cell_deg:g}-degree regions), "
-               f"efficientnet-lite0; {time.perf_counter() - t0:.0f} s"),
+               f"{frozen.encoder_name}; {time.perf_counter() - t0:.0f} s"),
     )
     return 0
 

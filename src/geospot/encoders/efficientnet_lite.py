@@ -218,7 +218,7 @@ def weights_available(variant_name: str) -> bool:
     return importlib.util.find_spec(VARIANTS[variant_name].weights_package) is not None
 
 
-def _packaged_weights_path(variant: LiteVariant) -> Path:
+def packaged_weights_path(variant: LiteVariant) -> Path:
     try:
         module = importlib.import_module(variant.weights_package)
     except ImportError as exc:
@@ -237,7 +237,7 @@ def load_pretrained_state(variant: LiteVariant) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    source = _packaged_weights_path(variant)
+    source = packaged_weights_path(variant)
     target = cache_root() / "weights" / f"{source.stem}.safetensors"  # file stem carries upstream's hash
     if target.is_file():
         try:
@@ -270,7 +270,7 @@ def build_efficientnet_lite(name: str, pretrained: bool = True) -> EfficientNetL
     if missing or unexpected:
         raise RuntimeError(f"{name}: weight file does not match the network (missing {missing}, unexpected {unexpected})")
     # The files the weights came from: the torch-free ONNX path checks they are unchanged.
-    model.weights_sources = (str(_packaged_weights_path(variant)),)
+    model.weights_sources = (str(packaged_weights_path(variant)),)
     return model.eval()
 
 

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from geospot.encoders import register_encoder
 from geospot.encoders.base import state_dict_hash
 from geospot.encoders.efficientnet_lite import (
-    HEAD_CHANNELS, VARIANTS, EfficientNetLite, LiteVariant, load_pretrained_state, weights_available,
+    HEAD_CHANNELS, VARIANTS, EfficientNetLite, LiteVariant, load_pretrained_state, packaged_weights_path,
+    weights_available,
 )
-from geospot.encoders.efficientnet_lite import _packaged_weights_path as packaged_weights_path
 
 #: Weight of the unit-length mid-level part against the unit-length final features (chosen
 #: leave-one-collection-out among 0.5, 1, 1.5, 2 and 3; see the module docstring).

@@ -218,7 +218,7 @@ def weights_available(variant_name: str) -> bool:
     return importlib.util.find_spec(VARIANTS[variant_name].weights_package) is not None
 
 
-def packaged_weights_path(variant: LiteVariant) -> Path:
+def _packaged_weights_path(variant: LiteVariant) -> Path:
     try:
         module = importlib.import_module(variant.weights_package)
     except ImportError as exc:
@@ -237,7 +237,7 @@ def load_pretrained_state(variant: LiteVariant) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    source = packaged_weights_path(variant)
+    source = _packaged_weights_path(variant)
     target = cache_root() / "weights" / f"{source.stem}.safetensors"  # file stem carries upstream's hash
     if target.is_file():
         try:
@@ -257,20 +257,22 @@ def load_pretrained_state(variant: LiteVariant) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_efficientnet_lite(name: str, pretrained: bool = True) -> EfficientNetLite:
-    """Build an EfficientNet-Lite by registry name, with ImageNet weights when `pretrained`."""
+def build_efficientnet_lite(name: str, pretrained: bool = True, network: type = EfficientNetLite) -> EfficientNetLite:
+    """Build an EfficientNet-Lite by variant name, with ImageNet weights when `pretrained`.
+    `network`: the class to build (an `EfficientNetLite` subclass holding the same weights)."""
     variant = VARIANTS[name]
     if not pretrained:
-        return EfficientNetLite(variant).eval()
+        return network(variant).eval()
     state = load_pretrained_state(variant)
     # Build on the meta device (no random init to throw away), then adopt the loaded tensors.
     with torch.device("meta"):
-        model = EfficientNetLite(variant)
+        model = network(variant)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
-        raise RuntimeError(f"{name}: weight file does not match the network (missing {missing}, unexpected {unexpected})")
+        raise RuntimeError(f"{model.name}: weight file does not match the network (missing {missing}, "
+                           f"unexpected {unexpected})")
     # The files the weights came from: the torch-free ONNX path checks they are unchanged.
-    model.weights_sources = (str(packaged_weights_path(variant)),)
+    model.weights_sources = (str(_packaged_weights_path(variant)),)
     return model.eval()
 
 

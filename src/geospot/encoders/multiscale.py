@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from geospot.encoders import register_encoder
 from geospot.encoders.base import state_dict_hash
 from geospot.encoders.efficientnet_lite import (
-    HEAD_CHANNELS, VARIANTS, EfficientNetLite, LiteVariant, load_pretrained_state, packaged_weights_path,
-    weights_available,
+    HEAD_CHANNELS, EfficientNetLite, LiteVariant, build_efficientnet_lite, weights_available,
 )
 
 #: Weight of the unit-length mid-level part against the unit-length final features (chosen
@@ -95,23 +94,7 @@ class MultiScaleLite(EfficientNetLite):
                          dim=1)
 
 
-def build_multiscale(base: str, pretrained: bool = True) -> MultiScaleLite:
-    """`base` (an EfficientNet-Lite name) with mid-level features; ImageNet weights when `pretrained`."""
-    variant = VARIANTS[base]
-    if not pretrained:
-        return MultiScaleLite(variant).eval()
-    state = load_pretrained_state(variant)
-    with torch.device("meta"):  # no random init to throw away
-        model = MultiScaleLite(variant)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise RuntimeError(f"{model.name}: weight file does not match the network (missing {missing}, "
-                           f"unexpected {unexpected})")
-    model.weights_sources = (str(packaged_weights_path(variant)),)
-    return model.eval()
-
-
 if weights_available("efficientnet-lite0"):
     @register_encoder("efficientnet-lite0" + SUFFIX)
     def _lite0_ms(pretrained: bool = True) -> MultiScaleLite:
-        return build_multiscale("efficientnet-lite0", pretrained)
+        return build_efficientnet_lite("efficientnet-lite0", pretrained, network=MultiScaleLite)

@@ -102,10 +102,6 @@ def bench_encoder(name: str, paths: list[str], device: torch.device, batches: li
         sweep[batch] = n / min(bare_seconds(model, images, batch) for _ in range(2))
         rows.append([name, f"bare torch, geospot numerics (fp32), b={batch}", f"{sweep[batch]:.1f}", "", "", "sweep"])
     best = max(sweep, key=sweep.get)
-    fast_model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-    fast = max(n / bare_seconds(fast_model, images.contiguous(memory_format=torch.channels_last)
-                                if device.type == "cuda" else images, b, fast=True) for b in batches)
-    model = create_encoder(name).to(device).eval()  # channels-last stays out of the geospot-numerics runs
 
     workers = {f"embed_paths b={best} w=auto({auto_workers(runtime)})": auto_workers(runtime),
                f"embed_paths b={best} w={cpus} (every core decodes)": cpus}
@@ -117,6 +113,10 @@ def bench_encoder(name: str, paths: list[str], device: torch.device, batches: li
             bare.append(bare_seconds(model, images, best))
             piped[label].append(pipeline_seconds(runtime, paths, best, w))
     bare_ips = n / statistics.median(bare)
+    if device.type == "cuda":  # last: converts the network to channels-last in place
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    fast = max(n / bare_seconds(model, images, b, fast=True) for b in batches)
     # the pipeline can go no faster than the slower of the network and decoding on every core
     lower = min(bare_ips, decode_ips)
     rows.append([name, f"BEST bare torch, geospot numerics, b={best} (alternated, {len(bare)} runs)",
@@ -143,7 +143,8 @@ def main() -> None:
     device = torch.device(args.device)
     root = require_shared_data() / "streetview-global"
     paths = [str(root / p) for p in pd.read_csv(root / "manifest.csv")["path"][: args.n]]
-    what = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (a check of the script, not a GPU figure)"
+    what = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else "CPU (a check of the script, not a GPU figure)")
     print(f"device {device}: {what}; torch {torch.__version__}; {usable_cpus()} usable cores")
     print(load_line())
     batches = [b for b in args.batches if b <= len(paths)] or [len(paths)]
